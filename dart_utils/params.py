@@ -1,0 +1,263 @@
+"""Parameters: one YAML base file, a profile, an optional student file and user overrides, merged and validated.
+
+Why: every stage must start from the same, checked configuration. A misspelled key or a wrong type is an error that
+names the key and the file that set it, raised before any work starts. Secrets are never parameters: a parameter
+names the environment variable that holds them (``*_env`` keys).
+
+Merge order (later wins): ``params/base.yaml`` < ``params/<profile>.yaml`` < ``params/students/<student>.yaml``
+< each extra file given by the user (``make all PARAMS=my.yaml``).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = PROJECT_ROOT / "params"
+SECRET_WORDS = ("api_key", "apikey", "password", "secret", "access_token", "hf_token")
+
+
+class ParamsError(ValueError):
+    """A parameter problem, with the key and the file to look at in the message."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": an unknown (misspelled) key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RunParams(_Section):
+    name: str | None = Field(description="run directory name; null = <profile>[-<student>]")
+    seed: int
+    runs_dir: str = Field(description="where run state goes, relative to the project root")
+    tables_dir: str
+    figures_dir: str
+
+
+class DataParams(_Section):
+    difference_awareness_dir: str = Field(description="JSONL suite; relative paths are from the project root")
+    dir_env: str = Field(description="environment variable that, when set, overrides difference_awareness_dir")
+    benchmarks: list[str]
+    expected_sha256: dict[str, str]
+    verify_checksums: bool
+
+
+class SplitParams(_Section):
+    seed: int
+    train_per_stratum: int
+    val_per_stratum: int
+    test_per_stratum: int
+    test_per_stratum_by_benchmark: dict[str, int] = Field(description="benchmark -> test size per condition")
+    group_same_question: bool = Field(description="keep questions equal up to option order in one split")
+    cv_folds: int = Field(description="k for the optional k-fold CV over train+test (App. A.3); 0 = off")
+    examples_per_benchmark: int
+
+
+class StudentParams(_Section):
+    name: str
+    source: Literal["hf", "gguf_package"]
+    model_id: str = Field(description="hub id or local directory (hf) / package name (gguf_package)")
+    gguf_file: str | None
+    system_role: bool = Field(description="false: the system text is merged into the user turn")
+    dtype: Literal["auto", "bf16", "fp32"]
+
+
+class LLMParams(_Section):
+    backend: Literal["openai", "llama_cpp"]
+    model: str
+    base_url: str | None
+    api_key_env: str | None = Field(description="NAME of the environment variable holding the key")
+    temperature: float
+    max_tokens: int
+    concurrency: int
+    max_retries: int
+    timeout_s: float
+    n_ctx: int
+
+
+class TrainingParams(_Section):
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: list[str]
+    learning_rate: float
+    epochs: float
+    batch_size: int = Field(description="effective batch size (per-device x accumulation)")
+    per_device_batch_size: int
+    lr_scheduler: str
+    warmup_ratio: float
+    max_length: int
+    precision: Literal["auto", "bf16", "fp32"]
+
+
+class GenerationParams(_Section):
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float
+    top_p: float
+    batch_size: int
+
+
+class HarmParams(_Section):
+    scorer: Literal["hf_classifier", "alt_profanity_check"]
+    toxicity_model: str
+    hate_model: str
+    tau_delta: float
+
+
+class Params(_Section):
+    profile: str
+    student_file: str | None
+    run: RunParams
+    data: DataParams
+    splits: SplitParams
+    student: StudentParams
+    teacher: LLMParams
+    judge: LLMParams
+    training: TrainingParams
+    generation: GenerationParams
+    harm: HarmParams
+
+    @property
+    def run_name(self) -> str:
+        if self.run.name:
+            return self.run.name
+        return self.profile + (f"-{self.student_file}" if self.student_file else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> str:
+        """Stable hash of the merged parameters (used by stage stamps)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ParamsError(f"parameter file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict, origin: dict, src: str, prefix: str = "") -> None:
+    """Deep-merge ``over`` into ``base`` in place, remembering which file set each key."""
+    for key, value in over.items():
+        dotted = f"{prefix}{key}"
+        if any(w in str(key).lower() for w in SECRET_WORDS) and not str(key).endswith("_env"):
+            raise ParamsError(
+                f"{src}: key '{dotted}' looks like a secret. Secrets are never parameters: put the value in an "
+                f"environment variable and name that variable in a '*_env' key (e.g. api_key_env: DEEPSEEK_API_KEY)."
+            )
+        if isinstance(value, dict) and value and isinstance(base.get(key), dict):  # {} replaces (clears) a map
+            _merge(base[key], value, origin, src, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+            origin[dotted] = src
+
+
+def _origin_of(loc: tuple, origin: dict) -> str:
+    keys = [str(p) for p in loc]
+    while keys:
+        dotted = ".".join(keys)
+        if dotted in origin:
+            return origin[dotted]
+        keys.pop()
+    return "params/base.yaml"
+
+
+def _model_for(loc: tuple) -> type[BaseModel] | None:
+    """The schema section at a dotted location (to suggest the right spelling of a key)."""
+    model: Any = Params
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _explain(err: ValidationError, origin: dict) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        src = _origin_of(loc, origin)
+        if e["type"] == "extra_forbidden":
+            parent = _model_for(loc[:-1]) or Params
+            known = list(parent.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Known keys here: {', '.join(known)}."
+            lines.append(f"- unknown parameter '{dotted}' (set in {src}).{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"- missing parameter '{dotted}': add it to params/base.yaml or to {src}")
+        else:
+            got = repr(e.get("input"))[:80]
+            lines.append(f"- parameter '{dotted}' (set in {src}): {e['msg']}; got {got}")
+    return "invalid parameters:\n" + "\n".join(lines)
+
+
+def _file_label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load(profile: str = "cpu", student: str | None = None, extra_files: list[str | Path] | None = None,
+         overrides: dict | None = None, params_dir: Path | None = None) -> Params:
+    """Merge base + profile + student + extra files (+ an in-memory override dict) and validate."""
+    pdir = Path(params_dir) if params_dir else PARAMS_DIR
+    merged: dict = {}
+    origin: dict = {}
+    files = [pdir / "base.yaml", pdir / f"{profile}.yaml"]
+    if not files[1].is_file():
+        have = sorted(p.stem for p in pdir.glob("*.yaml") if p.stem != "base")
+        raise ParamsError(f"unknown profile '{profile}': no {files[1]}. Profiles: {', '.join(have)}")
+    if student:
+        sfile = pdir / "students" / f"{student}.yaml"
+        if not sfile.is_file():
+            have = sorted(p.stem for p in (pdir / "students").glob("*.yaml"))
+            raise ParamsError(f"unknown student '{student}': no {sfile}. Students: {', '.join(have)}")
+        files.append(sfile)
+    files += [Path(f) for f in (extra_files or [])]
+    for f in files:
+        _merge(merged, _read_yaml(f), origin, _file_label(f))
+    merged["profile"] = profile
+    merged["student_file"] = student or None
+    if overrides:
+        _merge(merged, overrides, origin, "overrides")
+    return validate(merged, origin)
+
+
+def validate(data: dict, origin: dict | None = None) -> Params:
+    """Validate a merged dict (also used on the dict papermill injects into a notebook)."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_explain(e, origin or {})) from None
+
+
+def resolve_env(var_name: str | None, purpose: str) -> str:
+    """Read a secret from the environment variable a parameter names; clear error if it is unset."""
+    if not var_name:
+        raise ParamsError(f"{purpose}: no environment variable is named for its key (set '*api_key_env')")
+    value = os.environ.get(var_name)
+    if not value:
+        raise ParamsError(f"{purpose}: environment variable {var_name} is not set. Export it before running "
+                          f"(it is read from the environment only and never stored).")
+    return value

@@ -1,0 +1,116 @@
+"""Regenerated tables and figures, each with our value beside the paper's and the configuration that produced it.
+
+Why: a reader must never mistake a CPU-run number for a paper number. Every table is written as CSV (data),
+Markdown (reading) and LaTeX (papers), with a header naming the run, profile and student, and a column of the
+paper's reported values (from paper_reported.yaml) where the paper states them.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
+
+from .runs import Run  # noqa: E402
+
+PAPER = "arXiv 2604.16845v1"
+
+
+@lru_cache(maxsize=1)
+def paper_reported() -> dict:
+    return yaml.safe_load((Path(__file__).with_name("paper_reported.yaml")).read_text())
+
+
+def provenance(run: Run) -> str:
+    p = run.params
+    line = f"Ours: {run.describe()}."
+    if p.profile != "paper" or p.student_file:
+        line += (" NOT the paper's configuration: compare directions and ratios, not absolute values."
+                 if p.profile != "paper" else " Student differs from the paper's primary student.")
+    return line
+
+
+def save_table(df: pd.DataFrame, run: Run, name: str, title: str, notes: list[str]) -> dict[str, Path]:
+    """Write tables/<run>/<name>.{csv,md,tex}; the Markdown and LaTeX carry title, provenance and notes."""
+    out = run.tables_dir
+    paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
+    df.to_csv(paths["csv"], index=False)
+    header = [f"# {title}", "", provenance(run), *[f"{n}" for n in notes], ""]
+    paths["md"].write_text("\n".join(header) + "\n" + df.to_markdown(index=False) + "\n")
+    caption = f"{title}. {provenance(run)} " + " ".join(notes)
+    latex = df.to_latex(index=False, caption=caption.replace("%", r"\%").replace("_", r"\_"),
+                        label=f"tab:{name}", na_rep="--")
+    paths["tex"].write_text(latex)
+    return paths
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else str(v)
+
+
+def table6_splits(summary: list[dict], run: Run) -> pd.DataFrame:
+    """Table 6: split sizes by benchmark with DIFF/EQUAL counts, ours beside the paper's reported sizes."""
+    ref = paper_reported()["table6_splits"]
+    df = pd.DataFrame(summary)
+    wide = df.pivot_table(index=["benchmark", "category"], columns=["split", "condition"], values="n",
+                          aggfunc="sum", fill_value=0)
+    rows = []
+    for (bench, cat), r in wide.iterrows():
+        row = {"benchmark": bench, "type": cat}
+        for split in ("train", "val", "test"):
+            diff, equal = int(r.get((split, "DIFF"), 0)), int(r.get((split, "EQUAL"), 0))
+            row[split] = diff + equal
+            row[f"{split} DIFF/EQUAL"] = f"{diff}/{equal}"
+        row["total"] = row["train"] + row["val"] + row["test"]
+        row["paper train"] = _fmt((ref["train_per_benchmark"] or {}).get(bench))
+        row["paper val"] = _fmt((ref["val_per_benchmark"] or {}).get(bench))
+        row["paper test"] = _fmt((ref["test_per_benchmark"] or {}).get(bench))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    total = {"benchmark": "Total", "type": ""}
+    for split in ("train", "val", "test"):
+        total[split] = int(table[split].sum())
+        d = sum(int(x.split("/")[0]) for x in table[f"{split} DIFF/EQUAL"])
+        total[f"{split} DIFF/EQUAL"] = f"{d}/{total[split] - d}"
+    total["total"] = int(table["total"].sum())
+    total.update({"paper train": str(ref["total"]["train"]), "paper val": str(ref["total"]["val"]),
+                  "paper test": str(ref["total"]["test"])})
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def figure_data_composition(summary: list[dict], run: Run) -> dict[str, Path]:
+    """Bar chart of records per benchmark, split and condition (the data composition of the run)."""
+    df = pd.DataFrame(summary)
+    df["split"] = pd.Categorical(df["split"], ["train", "val", "test"])
+    sns.set_theme(style="whitegrid", context="paper")
+    g = sns.catplot(data=df, kind="bar", x="benchmark", y="n", hue="split", col="condition",
+                    order=sorted(df["benchmark"].unique()), height=3.2, aspect=1.5, palette="deep")
+    g.set_axis_labels("benchmark", "records")
+    g.figure.suptitle(f"Data composition — {run.describe()}", y=1.04, fontsize=10)
+    paths = {ext: run.figures_dir / f"data_composition.{ext}" for ext in ("png", "pdf")}
+    for path in paths.values():
+        g.figure.savefig(path, bbox_inches="tight", dpi=150, metadata=None if path.suffix == ".png" else
+                         {"CreationDate": None})
+    plt.close(g.figure)
+    return paths
+
+
+def examples_table(ds, per_benchmark: int, max_chars: int = 300) -> pd.DataFrame:
+    """A few questions per benchmark (DIFF and EQUAL alternating), truncated for display."""
+    df = ds.to_pandas()
+    picks = []
+    for bench, g in df.sort_values("id").groupby("benchmark"):
+        by_cond = [g[g.condition == c] for c in ("DIFF", "EQUAL")]
+        for i in range(per_benchmark):
+            part = by_cond[i % 2]
+            if len(part) > i // 2:
+                picks.append(part.iloc[i // 2])
+    out = pd.DataFrame(picks)[["id", "benchmark", "condition", "gold", "question"]]
+    out["question"] = out["question"].str.slice(0, max_chars).str.replace("\n", " ⏎ ")
+    return out.reset_index(drop=True)

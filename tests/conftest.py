@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests read the real suite from ../shared (or DART_DATA_DIR), never a copy in the project."""
+import pytest
+
+from dart_utils import data, params as P
+
+
+@pytest.fixture(scope="session")
+def paper_params():
+    return P.load("paper")
+
+
+@pytest.fixture(scope="session")
+def suite(paper_params):
+    return data.load_suite(paper_params)
+
+
+@pytest.fixture
+def run_dirs(tmp_path):
+    """An extra parameter file that sends runs/, tables/ and figures/ to a temporary directory."""
+    f = tmp_path / "tmp_dirs.yaml"
+    f.write_text(f"run:\n  runs_dir: {tmp_path / 'runs'}\n  tables_dir: {tmp_path / 'tables'}\n"
+                 f"  figures_dir: {tmp_path / 'figures'}\n")
+    return f

@@ -1,0 +1,120 @@
+import pytest
+import yaml
+
+from dart_utils import params as P
+from dart_utils.pipeline import main as pipeline_main
+
+STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m"]
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu", "ci"])
+def test_profiles_load(profile):
+    p = P.load(profile)
+    assert p.profile == profile and p.run_name == profile
+
+
+def test_paper_profile_has_the_papers_setup():
+    p = P.load("paper")
+    assert p.student.model_id == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert (p.teacher.backend, p.teacher.model, p.judge.model) == ("openai", "deepseek-chat", "deepseek-chat")
+    assert p.teacher.api_key_env == "DEEPSEEK_API_KEY"
+    t = p.training
+    assert (t.lora_r, t.lora_alpha, t.lora_dropout, t.learning_rate, t.epochs, t.batch_size) == (16, 32, 0.05, 2e-4, 3, 16)
+    assert set(t.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert p.harm.toxicity_model == "s-nlp/roberta_toxicity_classifier" and p.harm.tau_delta == 0.01
+    s = p.splits
+    assert (s.train_per_stratum, s.val_per_stratum, s.test_per_stratum) == (300, 100, 100)
+    assert s.test_per_stratum_by_benchmark == {"D1": 112}
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_student_files_override_the_student(student):
+    p = P.load("paper", student)
+    assert p.run_name == f"paper-{student}"
+    assert p.training.lora_r == 16  # everything else stays the profile's
+
+
+def test_gemma_has_no_system_role():
+    assert P.load("paper", "gemma-2-9b").student.system_role is False
+
+
+def test_empty_map_clears_a_base_map():
+    assert P.load("cpu").splits.test_per_stratum_by_benchmark == {}
+
+
+def _extra(tmp_path, content: dict, name="mine.yaml"):
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(content))
+    return f
+
+
+def test_misspelled_key_names_key_file_and_suggestion(tmp_path):
+    f = _extra(tmp_path, {"splits": {"trian_per_stratum": 3}})
+    with pytest.raises(P.ParamsError) as e:
+        P.load("cpu", extra_files=[f])
+    msg = str(e.value)
+    assert "splits.trian_per_stratum" in msg and str(f) in msg and "train_per_stratum" in msg
+
+
+def test_misspelled_section(tmp_path):
+    with pytest.raises(P.ParamsError, match="unknown parameter 'trainig'.*Did you mean 'training'"):
+        P.load("cpu", extra_files=[_extra(tmp_path, {"trainig": {"lora_r": 8}})])
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    f = _extra(tmp_path, {"training": {"lora_r": "sixteen"}})
+    with pytest.raises(P.ParamsError, match=r"training\.lora_r.*mine\.yaml"):
+        P.load("cpu", extra_files=[f])
+    with pytest.raises(P.ParamsError, match="splits.cv_folds"):
+        P.load("cpu", overrides={"splits": {"cv_folds": True}})  # a bool is not an int
+
+
+def test_wrong_choice_is_rejected():
+    with pytest.raises(P.ParamsError, match="teacher.backend"):
+        P.load("cpu", overrides={"teacher": {"backend": "carrier-pigeon"}})
+
+
+def test_missing_files_and_unknown_names(tmp_path):
+    with pytest.raises(P.ParamsError, match="not found"):
+        P.load("cpu", extra_files=[tmp_path / "nope.yaml"])
+    with pytest.raises(P.ParamsError, match="unknown profile 'gpu'.*ci, cpu, paper"):
+        P.load("gpu")
+    with pytest.raises(P.ParamsError, match="unknown student 'llama-4'"):
+        P.load("paper", "llama-4")
+
+
+def test_missing_key_is_reported(tmp_path):
+    base = yaml.safe_load((P.PARAMS_DIR / "base.yaml").read_text())
+    del base["training"]["lora_r"]
+    (tmp_path / "students").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "x.yaml").write_text("{}")
+    with pytest.raises(P.ParamsError, match="missing parameter 'training.lora_r'"):
+        P.load("x", params_dir=tmp_path)
+
+
+def test_secrets_are_never_parameters(tmp_path):
+    with pytest.raises(P.ParamsError, match="looks like a secret"):
+        P.load("cpu", extra_files=[_extra(tmp_path, {"teacher": {"api_key": "sk-123"}})])
+
+
+def test_resolve_env_reads_only_the_environment(monkeypatch):
+    monkeypatch.delenv("DART_TEST_KEY", raising=False)
+    with pytest.raises(P.ParamsError, match="DART_TEST_KEY is not set"):
+        P.resolve_env("DART_TEST_KEY", "teacher")
+    monkeypatch.setenv("DART_TEST_KEY", "value")
+    assert P.resolve_env("DART_TEST_KEY", "teacher") == "value"
+
+
+def test_validate_round_trips_the_injected_dict():
+    p = P.load("paper", "qwen2.5-14b")
+    assert P.validate(p.to_dict()) == p
+    assert p.fingerprint() != P.load("paper").fingerprint()
+
+
+def test_pipeline_check_fails_before_work(tmp_path, capsys):
+    f = _extra(tmp_path, {"harm": {"tau_delat": 0.02}})
+    assert pipeline_main(["check", "--profile", "cpu", "--params", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "harm.tau_delat" in err and "tau_delta" in err
+    assert pipeline_main(["check", "--profile", "paper", "--student", "gemma-2-9b"]) == 0
