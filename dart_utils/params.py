@@ -63,9 +63,8 @@ class SplitParams(_Section):
 
 class StudentParams(_Section):
     name: str
-    source: Literal["hf", "gguf_package"]
-    model_id: str = Field(description="hub id or local directory (hf) / package name (gguf_package)")
-    gguf_file: str | None
+    source: Literal["hf", "gguf"]
+    model_id: str = Field(description="hf: hub id or local directory; gguf: offline_models name or .gguf path")
     system_role: bool = Field(description="false: the system text is merged into the user turn")
     dtype: Literal["auto", "bf16", "fp32"]
 
