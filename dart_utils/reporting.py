@@ -71,6 +71,7 @@ def table6_splits(summary: list[dict], run: Run) -> pd.DataFrame:
         row["paper train"] = _fmt((ref["train_per_benchmark"] or {}).get(bench))
         row["paper val"] = _fmt((ref["val_per_benchmark"] or {}).get(bench))
         row["paper test"] = _fmt((ref["test_per_benchmark"] or {}).get(bench))
+        row["paper total"] = _fmt(None)
         rows.append(row)
     table = pd.DataFrame(rows)
     total = {"benchmark": "Total", "type": ""}
@@ -80,7 +81,7 @@ def table6_splits(summary: list[dict], run: Run) -> pd.DataFrame:
         total[f"{split} DIFF/EQUAL"] = f"{d}/{total[split] - d}"
     total["total"] = int(table["total"].sum())
     total.update({"paper train": str(ref["total"]["train"]), "paper val": str(ref["total"]["val"]),
-                  "paper test": str(ref["total"]["test"])})
+                  "paper test": str(ref["total"]["test"]), "paper total": str(ref["total"]["all"])})
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
