@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 
+from .hashing import sha256_file
 from .params import PROJECT_ROOT, Params
 
 FIELDS = ("id", "benchmark", "category", "condition", "gold", "question", "answer_index", "scenario_id")
@@ -41,14 +42,6 @@ def data_dir(params: Params) -> Path:
     env = os.environ.get(params.data.dir_env)
     path = Path(env) if env else Path(params.data.difference_awareness_dir)
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_checksums(params: Params, directory: Path | None = None) -> dict[str, str]:

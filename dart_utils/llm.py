@@ -9,6 +9,7 @@ read from the environment variable that the parameters name, and only the creden
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tqdm import tqdm
 
 from . import offline_models
+from .hashing import sha256_file
 from .params import SECRET_WORDS, LLMParams, resolve_env
 
 CACHE_VERSION = 1
@@ -57,7 +59,8 @@ def public_url(url: str | None) -> str | None:
         return url
     parts = urlsplit(str(url))
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = [(k, v) for k, v in parse_qsl(parts.query) if not any(w in k.lower() for w in SECRET_WORDS + ("key", "token"))]
+    secret = SECRET_WORDS + ("key", "token", "sig")
+    query = [(k, v) for k, v in parse_qsl(parts.query) if not any(w in k.lower() for w in secret)]
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), urlencode(query), ""))
 
 
@@ -81,7 +84,15 @@ def _llama(path: Path, n_ctx: int, seed: int):
 def unload_models() -> None:
     """Drop the shared llama.cpp models (frees memory; the next call reloads)."""
     with _LLAMAS_LOCK:
+        for llama, _ in _LLAMAS.values():
+            close = getattr(llama, "close", None)
+            if close:
+                close()
         _LLAMAS.clear()
+
+
+# llama.cpp objects freed during interpreter shutdown raise "'NoneType' object is not callable"; free them first.
+atexit.register(unload_models)
 
 
 def gguf_identity(name: str) -> dict:
@@ -91,7 +102,8 @@ def gguf_identity(name: str) -> dict:
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if memo not in _FILE_IDS:
         entry = offline_models.REGISTRY.get(name)
-        digest = entry.sha256 if entry and entry.sha256 else offline_models._sha256(path)  # pinned: verified on assembly
+        # a pinned SHA-256 was verified when the parts were assembled; other files are hashed (once per process)
+        digest = entry.sha256 if entry and entry.sha256 else sha256_file(path)
         _FILE_IDS[memo] = {"file": path.name, "size": st.st_size, "sha256": digest}
     return _FILE_IDS[memo]
 

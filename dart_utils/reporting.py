@@ -115,3 +115,18 @@ def examples_table(ds, per_benchmark: int, max_chars: int = 300) -> pd.DataFrame
     out = pd.DataFrame(picks)[["id", "benchmark", "condition", "gold", "question"]]
     out["question"] = out["question"].str.slice(0, max_chars).str.replace("\n", " ⏎ ")
     return out.reset_index(drop=True)
+
+
+def figure_loss_curve(log_history: list[dict], run: Run, name: str, title: str) -> dict[str, Path]:
+    """Training loss per logged step (Stage I / Stage III)."""
+    steps = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    df = pd.DataFrame(steps, columns=["step", "loss"])
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sns.lineplot(data=df, x="step", y="loss", marker="o", ax=ax)
+    ax.set_title(f"{title}\n{run.describe()}", fontsize=9)
+    paths = {ext: run.figures_dir / f"{name}.{ext}" for ext in ("png", "pdf")}
+    for path in paths.values():
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    return paths

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .data import sha256_file
+from .hashing import content_key, dir_hash, sha256_file  # noqa: F401  (re-exported for notebooks)
 from .params import PROJECT_ROOT, Params
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "openai", "papermill", "pandas", "scipy")
@@ -53,6 +53,11 @@ class Run:
     @property
     def figures_dir(self) -> Path:
         return _mkdir(PROJECT_ROOT / self.params.run.figures_dir / self.name)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Shared by all runs (keys include everything that matters): LLM responses, converted models."""
+        return _mkdir(PROJECT_ROOT / self.params.run.cache_dir)
 
     def stage_dir(self, stage: str) -> Path:
         return _mkdir(self.root / stage)
@@ -158,3 +163,17 @@ def project_relative(p: Path) -> str:
         return str(Path(p).resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(p)
+
+
+def load_if_fresh(path: Path, key: str) -> list[dict] | None:
+    """The JSONL at path if it was written for exactly these inputs (sidecar <path>.key), else None."""
+    sidecar = path.with_name(path.name + ".key")
+    if path.is_file() and sidecar.is_file() and sidecar.read_text().strip() == key:
+        return read_jsonl(path)
+    return None
+
+
+def save_with_key(rows, path: Path, key: str) -> Path:
+    write_jsonl(rows, path)
+    path.with_name(path.name + ".key").write_text(key)
+    return path

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests read the real suite from ../shared (or DART_DATA_DIR), never a copy in the project."""
 import pytest
+import torch
 
 from dart_utils import data, params as P
 
@@ -21,3 +22,13 @@ def run_dirs(tmp_path):
     f.write_text(f"run:\n  runs_dir: {tmp_path / 'runs'}\n  tables_dir: {tmp_path / 'tables'}\n"
                  f"  figures_dir: {tmp_path / 'figures'}\n")
     return f
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and with another busy process on a 2-core machine 2 OpenMP threads
+    run ~10x slower than 1 (measured); restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

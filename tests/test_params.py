@@ -118,3 +118,14 @@ def test_pipeline_check_fails_before_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "harm.tau_delat" in err and "tau_delta" in err
     assert pipeline_main(["check", "--profile", "paper", "--student", "gemma-2-9b"]) == 0
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("teacher:\n  max_tokens: 10\nteacher:\n  temperature: 0.5\n")
+    with pytest.raises(P.ParamsError, match=r"dup\.yaml.*duplicate key 'teacher'"):
+        P.load("cpu", extra_files=[f])
+
+
+def test_gpu_requirement_by_profile():
+    assert P.load("paper").run.require_gpu and not P.load("cpu").run.require_gpu and not P.load("ci").run.require_gpu

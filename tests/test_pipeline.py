@@ -24,7 +24,7 @@ def test_stage_00_runs_skips_and_reruns(run_dirs, tmp_path, capsys):
     assert first == [{"stage": "00_data_splits", "status": "ran", "wall_time_s": first[0]["wall_time_s"]}]
     stage = tmp_path / "runs" / "ci" / "00_data_splits"
     sizes = json.loads((stage / "manifest.json").read_text())["sizes"]
-    assert sizes == {"train": 64, "val": 32, "test": 32}
+    assert sizes == {"train": 16, "val": 16, "test": 16}
     assert {p.name for p in stage.iterdir()} >= {"train.jsonl", "val.jsonl", "test.jsonl", "cv_folds.jsonl"}
     table = (tmp_path / "tables" / "ci" / "table6_splits.md").read_text()
     assert "NOT the paper's configuration" in table and "| Total" in table and "1624" in table
@@ -51,3 +51,43 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert "Stage 00_data_splits FAILED in cell" in err
     assert "data.load_suite(PARAMS)" in err and "DataError" in err and "benchmark file not found" in err
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
+
+
+def test_stage_01_end_to_end_and_a_rerun_makes_no_call(run_dirs, tmp_path):
+    """00 -> 01 under `ci` with the real teacher (llama.cpp), real LoRA training and real paired generation."""
+    params = load("ci", extra_files=[run_dirs])
+    results = pipeline.run_stages(params, ["00", "01"])
+    assert [r["status"] for r in results] == ["ran", "ran"]
+    stage = tmp_path / "runs" / "ci" / "01_distill"
+    manifest = json.loads((stage / "manifest.json").read_text())
+    accepted = manifest["teacher_acceptance"]["accepted"]
+    assert accepted + manifest["teacher_acceptance"]["rejected"] == 16 and accepted > 0
+    assert manifest["stage1"]["steps"] >= 1 and (stage / "stage1" / "adapter" / "adapter_config.json").is_file()
+    for name in ("m0", "m_int"):
+        preds = [json.loads(line) for line in (stage / f"predictions_{name}.jsonl").open()]
+        assert len(preds) == 16 and all({"raw_text", "rationale", "prediction", "parsed"} <= set(p) for p in preds)
+    assert set(manifest["metrics"]) == {"m0", "m_int"}
+    assert {"teacher distillation", "stage I training", "inference m0", "inference m_int"} <= set(
+        manifest["wall_time_s"])
+    table = (tmp_path / "tables" / "ci" / "stage1_m0_vs_mint.md").read_text()
+    assert "paper m0 (llama-3-8b-instruct)" in table and "0.390" in table and "NOT the paper's configuration" in table
+    assert (tmp_path / "figures" / "ci" / "stage1_loss.png").is_file()
+
+    # forcing the stage again: every LLM answer comes from the cache, training and generation are reused
+    pipeline.run_stages(params, ["01"], force=True)
+    again = json.loads((stage / "manifest.json").read_text())
+    assert again["teacher_llm"]["calls"] == 0 and again["teacher_llm"]["cache_hits"] > 0
+    assert again["stage1"]["reused"] is True and again["generation"] == {"m0": "reused", "m_int": "reused"}
+    assert again["metrics"] == manifest["metrics"]
+
+
+def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = load("paper", extra_files=[run_dirs])
+    with pytest.raises(SystemExit):
+        pipeline.run_stages(params, ["00", "01"])
+    err = capsys.readouterr().err
+    assert "Stage 01_distill FAILED" in err and "PreflightError" in err
+    assert "needs a CUDA GPU" in err and "DEEPSEEK_API_KEY" in err
+    assert (tmp_path / "runs" / "paper" / "00_data_splits" / "manifest.json").is_file()  # 00 ran fine

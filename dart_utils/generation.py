@@ -1,0 +1,185 @@
+"""Student generation: batched, chat-templated, greedy by default, identical for M0, M_int and M_DART.
+
+Why: the paper compares models "under identical decoding conditions". Every model goes through ``generate`` with
+the same ``GenerationParams``; prompts are tokenized exactly as in training (``apply_chat_template`` to ids with
+``add_generation_prompt=True`` and no extra special tokens, so no duplicated BOS, unlike the reference code §2.7).
+
+One model load for several models (paper: M0 vs M_int in the audit, M0 / M_int / M_DART in the evaluation)::
+
+    model, tok = models.load_student(p.student, cache_dir)
+    model = models.attach_adapter(model, run / "stage1" / "adapter", name="M_int")
+    with use_adapter(model, None):          # LoRA layers switched off: exactly the base model M0
+        m0 = generate(model, tok, prompts, p.generation, seed)
+    with use_adapter(model, "M_int"):
+        mint = generate(model, tok, prompts, p.generation, seed)
+
+``use_adapter(model, None)`` is peft's ``model.disable_adapter()``; it gives the same outputs as the bare base model
+(tested). Only one copy of the base weights is in memory (the reference kept two full models).
+
+Sampling (``gp.do_sample``) is seeded once per call with ``torch.manual_seed(seed)``; sampled outputs then depend on
+the batch composition, as in the authors' code. Greedy decoding (the default) does not.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .params import GenerationParams
+from .prompts import to_chat
+
+__all__ = ["GenerationResult", "generate", "merge_system", "render_prompt_ids", "use_adapter", "eos_token_ids"]
+
+
+@dataclass
+class GenerationResult:
+    texts: list[str]                  # decoded new tokens only, special tokens skipped; in input order
+    new_token_counts: list[int]       # tokens generated per prompt (including the stop token, excluding padding)
+    finished: list[bool]              # True: stopped at an end token; False: cut at max_new_tokens
+    wall_time_s: float
+    tokens_per_s: float               # all new tokens / wall time
+    prompt_token_counts: list[int] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)   # decoding settings, to store beside every output
+
+
+def merge_system(messages: list[dict]) -> list[dict]:
+    """Fold the leading system message into the first user turn as ``"{system}\\n\\n{user}"`` (a copy).
+
+    For chat templates without a system role (e.g. Gemma-2); the same rule as ``prompts.to_chat`` (which it uses),
+    so training and inference merge identically.
+    """
+    return to_chat(messages, system_role=False)
+
+
+def render_prompt_ids(tokenizer, messages: list[dict], system_role: bool = True) -> list[int]:
+    """Token ids of the chat-templated prompt with the assistant header (what trl's SFTTrainer builds in training)."""
+    if not system_role:
+        messages = merge_system(messages)
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(out["input_ids"])
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos plus every eos in the model's generation config (Llama-3: <|eot_id|>, <|end_of_text|>)."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for x in [tokenizer.eos_token_id] + (gen_eos if isinstance(gen_eos, list) else [gen_eos]):
+        if x is not None and x not in ids:
+            ids.append(int(x))
+    return ids
+
+
+def _device_of(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def use_adapter(model, name: str | None):
+    """Generate with one adapter active (``name``) or with all adapters disabled (``None`` = the base model, M0).
+
+    Works on a ``PeftModel`` (see ``models.attach_adapter``); for a bare model only ``None`` is accepted. The
+    previously active adapter is restored on exit.
+    """
+    from peft import PeftModel
+    if not isinstance(model, PeftModel):
+        if name is not None:
+            raise ValueError(f"adapter {name!r} requested but the model has no adapters (use models.attach_adapter)")
+        yield model
+        return
+    if name is None:
+        with model.disable_adapter():
+            yield model
+        return
+    if name not in model.peft_config:
+        raise ValueError(f"no adapter named {name!r}; attached: {', '.join(model.peft_config)}")
+    previous = model.active_adapter
+    model.set_adapter(name, inference_mode=True)
+    try:
+        yield model
+    finally:
+        if previous != name:
+            model.set_adapter(previous, inference_mode=True)
+
+
+def _generation_config(model, tokenizer, gp: GenerationParams):
+    from transformers import GenerationConfig
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=gp.max_new_tokens, do_sample=gp.do_sample, num_beams=1, repetition_penalty=1.0,
+        eos_token_id=eos_token_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    if gp.do_sample:   # the authors' sampling: temperature, top-p, top-k off
+        kwargs.update(temperature=gp.temperature, top_p=gp.top_p, top_k=0)
+    else:              # greedy: unset the sampling knobs so a model's own defaults (e.g. Llama-3's T 0.6) never apply
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return GenerationConfig(**kwargs)
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], gp: GenerationParams, seed: int, system_role: bool = True,
+             desc: str = "generate", progress: bool = True) -> GenerationResult:
+    """Generate one completion per message list (batched by ``gp.batch_size``, left padding); results in input order.
+
+    Prompts are sorted by length (longest first) so batches hold similar lengths and little padding; greedy unless
+    ``gp.do_sample``; stops at the end token(s) or after ``gp.max_new_tokens``.
+    """
+    n = len(prompts)
+    settings = {"max_new_tokens": gp.max_new_tokens, "do_sample": gp.do_sample, "batch_size": gp.batch_size,
+                "seed": seed, "system_role": system_role, "chat_template": True}
+    if gp.do_sample:
+        settings.update(temperature=gp.temperature, top_p=gp.top_p, top_k=0)
+    if n == 0:
+        return GenerationResult([], [], [], 0.0, 0.0, [], settings)
+    if gp.batch_size < 1:
+        raise ValueError(f"generation.batch_size must be >= 1, got {gp.batch_size}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; load it with models.load_student / prepare_tokenizer")
+    ids = [render_prompt_ids(tokenizer, msgs, system_role) for msgs in prompts]
+    order = sorted(range(n), key=lambda i: (-len(ids[i]), i))
+    cfg = _generation_config(model, tokenizer, gp)
+    stop = torch.tensor(cfg.eos_token_id)
+    device = _device_of(model)
+    texts: list[str] = [""] * n
+    counts = [0] * n
+    finished = [False] * n
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode(), tqdm(total=n, desc=desc, disable=not progress, unit="prompt") as bar:
+            for start in range(0, n, gp.batch_size):
+                batch = order[start:start + gp.batch_size]
+                width = max(len(ids[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):       # left padding
+                    input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i], dtype=torch.long)
+                    attention[row, width - len(ids[i]):] = 1
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                     generation_config=cfg)
+                new = out[:, width:].cpu()
+                for row, i in enumerate(batch):
+                    seq = new[row]
+                    hits = torch.isin(seq, stop).nonzero()
+                    if len(hits):
+                        k = int(hits[0]) + 1
+                        finished[i] = True
+                    else:
+                        k = len(seq)
+                    counts[i] = k
+                    texts[i] = tokenizer.decode(seq[:k].tolist(), skip_special_tokens=True)
+                bar.update(len(batch))
+    finally:
+        if was_training:
+            model.train()
+    wall = time.perf_counter() - t0
+    return GenerationResult(texts=texts, new_token_counts=counts, finished=finished, wall_time_s=wall,
+                            tokens_per_s=sum(counts) / wall if wall > 0 else 0.0,
+                            prompt_token_counts=[len(x) for x in ids], settings=settings)

@@ -1,0 +1,90 @@
+"""Teacher-target validation and the format-fix control flow (the real teacher runs in test_pipeline)."""
+from dataclasses import dataclass
+
+import pytest
+
+from dart_utils import distill, params as P, prompts
+
+DP = P.load("cpu").distill
+
+
+@pytest.mark.parametrize("text,n", [
+    ("One. Two. Three.", 3),
+    ("Men are e.g. overrepresented vs. women in this job. So yes.", 2),
+    ("Rates differ by 12.5 percent. A second point!", 2),
+    ("", 0),
+    ("No terminal punctuation", 1),
+])
+def test_count_sentences(text, n):
+    assert distill.count_sentences(text) == n
+
+
+def test_validate_target():
+    good = "The groups differ here. Law allows it.\nConclusion: YES"
+    fields, reasons = distill.validate_target(good, "YES", DP)
+    assert reasons == [] and fields["target"] == prompts.render_target("The groups differ here. Law allows it.", "YES")
+    assert distill.validate_target(good, "NO", DP)[1] == ["wrong_conclusion:YES"]
+    assert distill.validate_target("Just one sentence.\nConclusion: YES", "YES", DP)[1] == ["sentences:1"]
+    assert distill.validate_target("A. B. C. D. E.\nConclusion: NO", "NO", DP)[1] == ["sentences:5"]
+    assert distill.validate_target("It differs. Truly.", "YES", DP)[1] == ["unparsed:no_conclusion"]
+
+
+@dataclass
+class Reply:
+    text: str
+    cache_key: str = "k"
+    usage: dict = None
+
+
+class ScriptedTeacher:
+    """Answers each conversation by its length (round) from a script: a stand-in to test the control flow only."""
+
+    def __init__(self, script):
+        self.script, self.cfg, self.seen = script, P.load("ci").teacher, []
+
+    def chat_many(self, batch, desc=""):
+        self.seen.append(batch)
+        return [Reply(self.script[m[1]["content"].rsplit("Prompt: ", 1)[1]][(len(m) - 2) // 2]) for m in batch]
+
+
+ROWS = [{"id": f"X-{i}", "benchmark": "D1", "category": "descriptive", "condition": c, "gold": g, "question": q}
+        for i, (c, g, q) in enumerate([("DIFF", "YES", "q-good"), ("EQUAL", "NO", "q-missing-line"),
+                                        ("EQUAL", "NO", "q-wrong"), ("DIFF", "YES", "q-bare")])]
+SCRIPT = {
+    "q-good": ["Groups differ. It matters.\nConclusion: YES"],
+    "q-missing-line": ["No group matters here. Treat them alike. Therefore the conclusion is NO.", "Conclusion: NO"],
+    "q-wrong": ["They differ. A lot.\nConclusion: YES", "Still differ. Truly.\nConclusion: YES",
+                "Still. Differ.\nConclusion: YES"],
+    "q-bare": ["Persecution is documented. It applies here.", "YES"],
+}
+
+
+def test_distill_rounds_merge_and_rejections():
+    teacher = ScriptedTeacher(SCRIPT)
+    result = distill.distill_targets(ROWS, teacher, DP)
+    accepted = {r["id"]: r for r in result.accepted}
+    assert set(accepted) == {"X-0", "X-1", "X-3"} and result.acceptance_rate == 0.75
+    assert accepted["X-0"]["rounds_used"] == 0
+    assert accepted["X-1"]["target"] == ("No group matters here. Treat them alike. Therefore the conclusion is NO."
+                                         "\nConclusion: NO")
+    assert accepted["X-3"]["target"].endswith("It applies here.\nConclusion: YES")
+    [rejected] = result.rejected
+    assert rejected["id"] == "X-2" and rejected["reasons"] == [["wrong_conclusion:YES"]] * 3
+    # a missing conclusion line gets the narrow follow-up; a wrong conclusion gets the full rewrite with the gold label
+    round1 = {m[1]["content"].rsplit("Prompt: ", 1)[1]: m[-1]["content"] for m in teacher.seen[1]}
+    assert round1["q-missing-line"] == prompts.CONCLUSION_ONLY_MESSAGE
+    assert "Conclusion: NO" in round1["q-wrong"] and "Rewrite" in round1["q-wrong"]
+    assert len(teacher.seen) == 3 and len(teacher.seen[2]) == 1  # only the still-failing item goes on
+    table = distill.acceptance_table(result)
+    assert table["n"].sum() == 4 and table.attrs["final_rejection_reasons"] == {"wrong_conclusion": 1}
+
+
+def test_sft_dataset_never_shows_the_gold_label():
+    targets = [{"id": "a", "question": "Which group?", "target": "Because.\nConclusion: NO"}]
+    ds = distill.sft_dataset(targets, system_role=True)
+    prompt = ds[0]["prompt"]
+    assert [m["role"] for m in prompt] == ["system", "user"] and "Gold label" not in prompt[1]["content"]
+    assert prompt == prompts.inference_messages("Which group?")
+    assert ds[0]["completion"] == [{"role": "assistant", "content": "Because.\nConclusion: NO"}]
+    merged = distill.sft_dataset(targets, system_role=False)[0]["prompt"]
+    assert [m["role"] for m in merged] == ["user"] and merged[0]["content"].startswith(prompts.INFERENCE_SYSTEM)

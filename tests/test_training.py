@@ -1,0 +1,193 @@
+"""LoRA training with trl on a tiny random Llama (real SmolLM2 tokenizer): masking, learning, save/reload, reruns."""
+import json
+
+import datasets
+import pytest
+import torch
+from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from dart_utils import models as M
+from dart_utils import training as T
+from dart_utils.generation import render_prompt_ids
+from dart_utils.params import TrainingParams
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+SYSTEM = "Analyse the question, then end with 'Conclusion: YES' or 'Conclusion: NO'."
+
+
+def _rows(n=8):
+    return [{
+        "prompt": [{"role": "system", "content": SYSTEM},
+                   {"role": "user", "content": f"Question {i}: is the number {i} even?"}],
+        "completion": [{"role": "assistant", "content": f"Analysis: {i} divided by 2 leaves {i % 2}.\n"
+                                                        f"Conclusion: {'NO' if i % 2 else 'YES'}"}],
+        "sample_id": f"s{i}",   # extra columns are allowed and ignored
+    } for i in range(n)]
+
+
+def _tp(**kw):
+    base = dict(lora_r=8, lora_alpha=16, lora_dropout=0.05,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                learning_rate=1e-2, epochs=4.0, batch_size=4, per_device_batch_size=2, lr_scheduler="cosine",
+                warmup_ratio=0.0, max_length=256, precision="fp32")
+    base.update(kw)
+    return TrainingParams(**base)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return M.smollm2_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return datasets.Dataset.from_list(_rows())
+
+
+@pytest.fixture(scope="module")
+def stage1(tok, data, tmp_path_factory):
+    """One Stage I run shared by several tests (training is the slow part)."""
+    out = tmp_path_factory.mktemp("stage1")
+    model = M.tiny_random_llama(tok, seed=0)
+    logs = []
+    res = T.train_lora(model, tok, data, _tp(), out, seed=0, log=logs.append, keep_adapter=True,
+                       eval_dataset=data.select(range(2)))
+    return model, res, out, logs
+
+
+def _probe(tok):
+    ids = render_prompt_ids(tok, _rows(1)[0]["prompt"])
+    return torch.tensor([ids])
+
+
+def test_prompt_tokens_are_masked(tok, data, tmp_path):
+    model = M.tiny_random_llama(tok, seed=0)
+    trainer = T.build_trainer(model, tok, data, _tp(), tmp_path, seed=0)
+    example = trainer.train_dataset[0]
+    batch = trainer.data_collator([example])
+    input_ids, labels = batch["input_ids"][0], batch["labels"][0]
+    prompt_ids = render_prompt_ids(tok, _rows(1)[0]["prompt"])
+    n = len(prompt_ids)
+    assert input_ids[:n].tolist() == prompt_ids                       # same ids as at inference (no extra BOS)
+    assert (labels[:n] == -100).all()                                 # prompt: no loss
+    assert (labels[n:] == input_ids[n:]).all() and len(labels) > n   # completion: every token trained
+    trained = tok.decode(labels[n:].tolist())
+    assert trained.startswith("Analysis: 0 divided by 2") and "<|im_end|>" in trained   # learns to stop
+    # a padded batch pads labels with -100 too
+    batch2 = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert ((batch2["attention_mask"] == 0) <= (batch2["labels"] == -100)).all()
+    args = trainer.args
+    assert args.gradient_accumulation_steps == 2 and args.per_device_train_batch_size == 2
+    assert args.use_cpu == (not torch.cuda.is_available()) and not args.bf16
+    assert args.report_to in ([], ["none"], "none") and args.lr_scheduler_type == "cosine"
+
+
+def test_plain_loss_equals_trl_fused_loss(tok, data, tmp_path):
+    """On the CPU train_lora uses the model's own cross-entropy instead of trl's chunked LM head: same number."""
+    losses = []
+    for fused in (True, False):
+        trainer = T.build_trainer(M.tiny_random_llama(tok, seed=0), tok, data, _tp(), tmp_path / str(fused), seed=0,
+                                  fused_loss=fused)
+        trainer.model.eval()   # no dropout
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_training_lowers_loss_and_saves(stage1):
+    model, res, out, logs = stage1
+    losses = [h["loss"] for h in res.log_history if "loss" in h]
+    assert res.global_step == 8 and len(losses) == 8          # 8 rows / 4 per step x 4 epochs, logged every step
+    assert len([h for h in res.log_history if "eval_loss" in h]) == 4   # eval set scored after every epoch
+    assert losses[-1] < losses[0]
+    assert not res.skipped and res.wall_time_s > 0 and res.train_loss is not None
+    assert (res.adapter_dir / "adapter_config.json").is_file() and (res.adapter_dir / "tokenizer_config.json").is_file()
+    rec = json.loads((out / "train_log.json").read_text())
+    assert rec["global_step"] == 8 and rec["log_history"] == res.log_history and rec["precision"] == "fp32"
+    assert rec["training"]["lora_r"] == 8 and rec["n_dropped"] == 0 and rec["lora"]["r"] == 8
+    assert (out / "train_fingerprint.txt").read_text().strip() == rec["fingerprint"]
+    assert any("done in" in line for line in logs)
+    cfg = json.loads((res.adapter_dir / "adapter_config.json").read_text())
+    assert cfg["r"] == 8 and cfg["lora_alpha"] == 16 and cfg["bias"] == "none" and cfg["task_type"] == "CAUSAL_LM"
+    assert set(cfg["target_modules"]) == set(_tp().target_modules)
+
+
+def test_saved_adapter_reloads_to_identical_logits(tok, stage1):
+    model, res, _, _ = stage1
+    trained = res.model
+    assert isinstance(trained, PeftModel)
+    x = _probe(tok)
+    with torch.no_grad():
+        want = trained(input_ids=x).logits
+        with trained.disable_adapter():
+            base_now = trained(input_ids=x).logits
+    fresh = M.tiny_random_llama(tok, seed=0)                  # same base weights, never trained
+    with torch.no_grad():
+        base = fresh(input_ids=x).logits
+    reloaded = PeftModel.from_pretrained(fresh, str(res.adapter_dir)).eval()
+    with torch.no_grad():
+        got = reloaded(input_ids=x).logits
+    assert torch.equal(got, want)
+    assert torch.equal(base_now, base)                        # LoRA training left the base weights untouched
+    assert not torch.allclose(want, base)                      # and the adapter does change the model
+
+
+def test_second_call_skips_and_model_stays_clean(tok, data, stage1):
+    model, res, out, _ = stage1
+    model = res.model.unload()                                 # the caller's base model, adapters removed
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    mtime = (res.adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns
+    logs = []
+    ev = data.select(range(2))
+    again = T.train_lora(model, tok, data, _tp(), out, seed=0, log=logs.append, eval_dataset=ev)
+    assert again.skipped and again.global_step == res.global_step and again.log_history == res.log_history
+    assert (res.adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    assert any("skipped" in line for line in logs)
+    # without keep_adapter the model is returned clean
+    assert again.model is None and not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    # anything that changes the run changes the fingerprint
+    fp = T.fingerprint(model, tok, data, _tp(), 0, ev)
+    assert fp == (out / "train_fingerprint.txt").read_text().strip()
+    assert T.fingerprint(model, tok, data, _tp(), 1, ev) != fp
+    assert T.fingerprint(model, tok, data, _tp(learning_rate=1e-3), 0, ev) != fp
+    assert T.fingerprint(model, tok, data.select(range(7)), _tp(), 0, ev) != fp
+    assert T.fingerprint(model, tok, data, _tp(), 0) != fp                       # eval set too
+
+
+def test_init_adapter_continues_with_fresh_schedule(tok, data, stage1, tmp_path):
+    _, res, _, _ = stage1
+    model = M.tiny_random_llama(tok, seed=0)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    tp = _tp(epochs=1.0)
+    cont = T.train_lora(model, tok, data, tp, tmp_path / "stage3", seed=0, init_adapter=res.adapter_dir,
+                        log=lambda s: None)
+    assert cont.global_step == 2 and not cont.skipped
+    first = [h for h in cont.log_history if "learning_rate" in h][0]
+    assert first["learning_rate"] == pytest.approx(tp.learning_rate)   # new optimizer + schedule (no warmup here)
+    assert cont.info["init_adapter"] == str(res.adapter_dir)
+    from safetensors.torch import load_file
+    a = load_file(res.adapter_dir / "adapter_model.safetensors")
+    b = load_file(cont.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)   # continued from, then changed
+    # the base model came back clean and unchanged
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    assert "forward" not in vars(model)                        # trl's fused-head patch removed
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert not model.training
+
+
+def test_refuses_model_with_adapters_and_bad_data(tok, data, stage1, tmp_path):
+    _, res, _, _ = stage1
+    pm = M.attach_adapter(M.tiny_random_llama(tok), res.adapter_dir)
+    with pytest.raises(TypeError, match="bare base model"):
+        T.train_lora(pm, tok, data, _tp(), tmp_path / "x", seed=0)
+    bad = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "q"}],
+                                       "completion": [{"role": "user", "content": "a"}]}])
+    with pytest.raises(ValueError, match="assistant"):
+        T.train_lora(M.tiny_random_llama(tok), tok, bad, _tp(), tmp_path / "y", seed=0)
+    with pytest.raises(ValueError, match="multiple"):
+        T.train_lora(M.tiny_random_llama(tok), tok, data, _tp(batch_size=5), tmp_path / "z", seed=0)
