@@ -1,0 +1,209 @@
+"""Stage III repair data (paper §2.5, App. E.2, App. M.2): safe teacher targets, severity-weighted oversampling, and
+the combined Stage I + repair training set.
+
+Why: the authors' code accepted any repair target that passed format checks (never comparing toxicity, reference
+D4) and de-duplicated the combined list AFTER oversampling, which removed every copy and made the severity weights
+a no-op (reference §4.6, D5). Here:
+
+* `repair_targets`: the Stage I teacher with the E.2 prompt (question + gold label only). A target is kept only if
+  it parses, its conclusion equals the gold label, its rationale is not empty, and H(r_safe) < H(r_int) (strict),
+  where H is `scorer_fn` on the rationale — the same scorer and text view that produced the pool's `h_m_int`.
+  A failing reply gets up to `retries` follow-ups: format / label failures get Stage I's follow-ups (the narrow
+  "conclusion line only" request or `prompts.FORMAT_FIX_MESSAGE`), a target that is not safer gets
+  `SAFER_FIX_MESSAGE` (ours, not the paper's). Every drop is kept with its reasons per round.
+* `oversample`: de-duplicate FIRST (by id and target text), THEN repeat each target by its severity weight
+  (paper: mild 1, moderate 2, severe 3, extreme 4; `uniform=True` gives 1 for all, the Table 30 ablation). An
+  unknown severity is an error, not weight 1.
+* `stage3_dataset`: Stage I distillation examples + the weighted repair rows in `distill.sft_dataset`'s format;
+  nothing is de-duplicated after oversampling.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import datasets
+import pandas as pd
+
+from . import distill, prompts
+from .distill import DistillResult
+from .judge import SEVERITIES
+from .parsing import parse_output
+
+SEVERITY_WEIGHTS = {"mild": 1, "moderate": 2, "severe": 3, "extreme": 4}      # [paper §2.5]
+
+# Ours: follow-up when a correct target is not less toxic than M_int's rationale (the paper only filters).
+SAFER_FIX_MESSAGE = (
+    "Your analysis must be safer. Rewrite it in high-level, abstract wording (2–4 sentences): do not repeat, quote, "
+    "paraphrase or elaborate on any hateful, violent, toxic or stereotyping content, and avoid slurs and graphic "
+    "details. Then output a final line exactly: Conclusion: {gold}\n"
+    "Output only the corrected answer.")
+
+
+def _fix_messages(state: dict, gold: str) -> list[dict]:
+    last = state["history"][-1]
+    if any(r.startswith("not_safer") for r in last["reasons"]):
+        return [dict(m) for m in state["messages"]] + [
+            {"role": "assistant", "content": (last["text"] or "").strip()},
+            {"role": "user", "content": SAFER_FIX_MESSAGE.format(gold=gold)}]
+    return prompts.format_fix_messages(state["messages"], last["text"], gold,
+                                       conclusion_only=distill._lacks_conclusion_only(state))
+
+
+def _describe(scorer_fn) -> object:
+    """The scorer's own description (harm.HarmScorer.describe() for a bound `scorer.score`), else its name."""
+    owner = getattr(scorer_fn, "__self__", None)
+    if owner is not None and callable(getattr(owner, "describe", None)):
+        return owner.describe()
+    return getattr(scorer_fn, "__qualname__", None) or type(scorer_fn).__name__
+
+
+def _check_format(text: str, gold: str) -> tuple[object, list[str]]:
+    p = parse_output(text)
+    if not p.parsed:
+        return p, [f"unparsed:{p.failure}"]
+    if p.conclusion != gold:
+        return p, [f"wrong_conclusion:{p.conclusion}"]
+    if not p.rationale.strip():
+        return p, ["empty_rationale"]
+    return p, []
+
+
+@dataclass
+class RepairResult(DistillResult):
+    """Accepted safe targets and dropped drift cases (with reasons per round), as in Stage I."""
+
+    def drop_table(self) -> pd.DataFrame:
+        """Final-round drop reasons (kind before the colon) by severity, plus accepted counts."""
+        rows = [{"severity": r["severity"], "outcome": "accepted"} for r in self.accepted]
+        rows += [{"severity": r["severity"], "outcome": r["reasons"][-1][0].split(":")[0]} for r in self.rejected]
+        if not rows:
+            return pd.DataFrame(columns=["severity"])
+        return pd.crosstab(pd.DataFrame(rows)["severity"], pd.DataFrame(rows)["outcome"]).reset_index()
+
+
+def repair_targets(pool, client, scorer_fn, retries: int = 2) -> RepairResult:
+    """Safe targets for every drift case (dicts with id, question, gold, severity, h_m_int; a DriftPool works).
+
+    `scorer_fn(list[str]) -> list[float]`: harm scores of rationales (the scorer that produced h_m_int).
+    `retries`: follow-ups per failing case (the paper does not say; Stage I uses distill.format_fix_rounds).
+    """
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    cases = list(pool.cases if hasattr(pool, "cases") else pool)
+    for c in cases:
+        if c.get("severity") not in SEVERITIES[1:]:
+            raise ValueError(f"case {c.get('id')}: severity must be one of {SEVERITIES[1:]}, got {c.get('severity')!r}")
+        h = float(c["h_m_int"])
+        if not math.isfinite(h):
+            raise ValueError(f"case {c['id']}: h_m_int must be finite, got {h}")
+    golds = [str(c["gold"]).strip().upper() for c in cases]
+    state = [{"messages": prompts.teacher_repair_messages(c["question"], g), "history": []}
+             for c, g in zip(cases, golds)]
+    pending = list(range(len(cases)))
+    for round_no in range(retries + 1):
+        if not pending:
+            break
+        batch = [state[i]["messages"] if round_no == 0 else _fix_messages(state[i], golds[i]) for i in pending]
+        replies = client.chat_many(batch, desc=f"repair teacher round {round_no}")
+        checked = []
+        for i, reply in zip(pending, replies, strict=True):
+            text = distill._complete_previous(reply.text, state[i]["history"])
+            parsed, reasons = _check_format(text, golds[i])
+            checked.append((i, reply, text, parsed, reasons))
+        to_score = [(k, x[3].rationale.strip()) for k, x in enumerate(checked) if not x[4]]
+        scores = list(scorer_fn([t for _, t in to_score])) if to_score else []
+        if len(scores) != len(to_score):
+            raise ValueError(f"scorer_fn returned {len(scores)} scores for {len(to_score)} texts")
+        h_safe = {k: float(s) for (k, _), s in zip(to_score, scores)}
+        still = []
+        for k, (i, reply, _text, parsed, reasons) in enumerate(checked):
+            h_int = float(cases[i]["h_m_int"])
+            if k in h_safe and not h_safe[k] < h_int:
+                reasons = [f"not_safer:{h_safe[k]:.6g}>={h_int:.6g}"]
+            state[i]["history"].append({"round": round_no, "text": reply.text, "reasons": reasons,
+                                        "h_safe": h_safe.get(k), "cache_key": reply.cache_key,
+                                        "usage": getattr(reply, "usage", None)})
+            if reasons:
+                still.append(i)
+            else:
+                r = parsed.rationale.strip()
+                state[i]["accepted"] = {"rationale": r, "conclusion": parsed.conclusion, "h_safe": h_safe[k],
+                                        "target": prompts.render_target(r, parsed.conclusion),
+                                        "sentences": distill.count_sentences(r)}
+        pending = still
+    cfg = getattr(client, "cfg", None)
+    provenance = {"backend": getattr(cfg, "backend", None), "model": getattr(cfg, "model", None),
+                  "temperature": getattr(cfg, "temperature", None), "max_tokens": getattr(cfg, "max_tokens", None),
+                  "prompt": "E.2", "retries": retries, "scorer": _describe(scorer_fn)}
+    accepted, rejected = [], []
+    for c, g, s in zip(cases, golds, state):
+        base = {k: c[k] for k in ("id", "benchmark", "category", "condition", "question", "severity", "kind")
+                if k in c} | {"gold": g, "h_int": float(c["h_m_int"])}
+        record = base | {"rounds_used": len(s["history"]) - 1, "teacher": provenance,
+                         "cache_keys": [h["cache_key"] for h in s["history"]], "raw_text": s["history"][-1]["text"]}
+        if "accepted" in s:
+            accepted.append(record | s["accepted"])
+        else:
+            rejected.append(record | {"reasons": [h["reasons"] for h in s["history"]],
+                                      "h_safe": [h["h_safe"] for h in s["history"]]})
+    return RepairResult(accepted, rejected)
+
+
+def _target_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dedupe(repair_records) -> tuple[list[dict], int]:
+    """First occurrence per (id, target text); returns (unique records, number removed)."""
+    seen, out = set(), []
+    records = list(repair_records)
+    for r in records:
+        k = (r["id"], _target_hash(r["target"]))
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out, len(records) - len(out)
+
+
+def oversample(repair_records, weights: dict | None = None, uniform: bool = False) -> list[dict]:
+    """De-duplicate, then repeat each record weights[severity] times (copies carry `copy` 0..w-1 and `weight`).
+
+    weights default to SEVERITY_WEIGHTS; uniform=True sets every weight to 1 (Table 30 "Uniform (1x)"). Two
+    DIFFERENT targets for one id are both kept and both weighted (repair_targets yields one per id)."""
+    weights = dict(SEVERITY_WEIGHTS if weights is None else weights)
+    unique, _ = dedupe(repair_records)
+    out = []
+    for r in unique:
+        sev = r.get("severity")
+        if sev not in weights:
+            raise ValueError(f"repair record {r['id']}: severity {sev!r} has no weight (weights: {weights})")
+        w = 1 if uniform else int(weights[sev])
+        if w < 1:
+            raise ValueError(f"weight for {sev!r} must be >= 1, got {w}")
+        out += [dict(r) | {"copy": k, "weight": w} for k in range(w)]
+    return out
+
+
+def oversample_summary(weighted: list[dict]) -> pd.DataFrame:
+    """Unique cases, weight and rows per severity (rows = cases x weight)."""
+    cases = Counter(r["severity"] for r in weighted if r["copy"] == 0)
+    rows = Counter(r["severity"] for r in weighted)
+    weight = {r["severity"]: r["weight"] for r in weighted}
+    return pd.DataFrame([{"severity": s, "cases": cases[s], "weight": weight[s], "rows": rows[s]}
+                         for s in SEVERITIES[1:] if s in cases])
+
+
+def stage3_dataset(distill_targets, weighted_repair, system_role: bool) -> datasets.Dataset:
+    """Stage III training set: every Stage I target, then every weighted repair row, as conversational
+    prompt-completion examples (E.3 prompt -> target), with `source` (distill | repair) and `severity` columns
+    (training reads only prompt and completion). No de-duplication here: oversampled copies are intended."""
+    distill_targets, weighted_repair = list(distill_targets), list(weighted_repair)
+    for r in weighted_repair:
+        if "copy" not in r:
+            raise ValueError(f"repair row {r.get('id')} was not passed through oversample()")
+    ds = distill.sft_dataset(distill_targets + weighted_repair, system_role)
+    ds = ds.add_column("source", ["distill"] * len(distill_targets) + ["repair"] * len(weighted_repair))
+    return ds.add_column("severity", [""] * len(distill_targets) + [r["severity"] for r in weighted_repair])

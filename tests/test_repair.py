@@ -1,0 +1,142 @@
+"""Repair-target filter (label, H(r_safe) < H(r_int), parse), retries, oversampling after de-duplication, Stage III
+dataset."""
+from dataclasses import dataclass
+
+import pytest
+
+from dart_utils import audit, prompts, repair
+
+
+@dataclass
+class Reply:
+    text: str
+    cache_key: str = "k"
+    usage: dict = None
+
+
+class ScriptedTeacher:
+    """Answers each question's k-th request with script[question][k] (control flow only)."""
+
+    def __init__(self, script):
+        self.script, self.seen, self.asked = script, [], {}
+
+    def chat_many(self, batch, desc=""):
+        self.seen.append(batch)
+        out = []
+        for m in batch:
+            q = m[1]["content"].rsplit("Prompt: ", 1)[1]
+            k = self.asked[q] = self.asked.get(q, -1) + 1
+            out.append(Reply(self.script[q][k], cache_key=f"{q}-{k}"))
+        return out
+
+
+class Scorer:
+    """Deterministic harm score: 0.1 per occurrence of "bad"; records what it was asked to score."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return [0.1 * t.lower().count("bad") for t in texts]
+
+
+SCRIPT = {
+    "q-good": ["Group membership is irrelevant here. Treat everyone alike.\nConclusion: NO"],
+    "q-wrong": ["Groups differ. Truly.\nConclusion: YES"] * 3,
+    "q-unparsed": ["I am not sure how to answer this.", "Still unsure about this one.", "No idea at all."],
+    "q-notsafer": ["Bad people are bad. Bad.\nConclusion: NO", "They are bad and bad.\nConclusion: NO",
+                   "Bad bad.\nConclusion: NO"],
+    "q-fixed": ["This is bad and bad.\nConclusion: NO", "Groups are treated the same. It is fair.\nConclusion: NO"],
+    "q-tie": ["One bad point. Another.\nConclusion: NO"] * 3,
+    "q-missing-line": ["Religion is irrelevant to the job. Merit decides.", "NO"],
+}
+
+
+def case(i, q, sev="severe", h=0.15):
+    return {"id": f"R-{i}", "benchmark": "N1", "question": q, "gold": "NO", "severity": sev, "h_m_int": h,
+            "kind": "novel"}
+
+
+def test_repair_filter_and_drop_reasons():
+    cases = [case(0, "q-good"), case(1, "q-wrong"), case(2, "q-unparsed"), case(3, "q-notsafer"),
+             case(4, "q-fixed", "mild"), case(5, "q-tie", h=0.1), case(6, "q-missing-line", "moderate")]
+    teacher, scorer = ScriptedTeacher(SCRIPT), Scorer()
+    res = repair.repair_targets(cases, teacher, scorer, retries=2)
+    acc = {r["id"]: r for r in res.accepted}
+    rej = {r["id"]: r for r in res.rejected}
+    assert set(acc) == {"R-0", "R-4", "R-6"} and set(rej) == {"R-1", "R-2", "R-3", "R-5"}
+    assert res.acceptance_rate == pytest.approx(3 / 7)
+    assert acc["R-0"]["rounds_used"] == 0 and acc["R-0"]["h_safe"] == 0.0 and acc["R-0"]["h_int"] == 0.15
+    assert acc["R-0"]["target"] == prompts.render_target(
+        "Group membership is irrelevant here. Treat everyone alike.", "NO")
+    assert acc["R-4"]["rounds_used"] == 1 and acc["R-4"]["severity"] == "mild"
+    assert acc["R-6"]["target"] == "Religion is irrelevant to the job. Merit decides.\nConclusion: NO"
+    assert rej["R-1"]["reasons"] == [["wrong_conclusion:YES"]] * 3
+    assert rej["R-2"]["reasons"] == [["unparsed:no_conclusion"]] * 3
+    assert all(r[0].startswith("not_safer:") for r in rej["R-3"]["reasons"])
+    assert rej["R-5"]["reasons"][0] == ["not_safer:0.1>=0.1"]                # strict: a tie is not safer
+    assert len(rej["R-1"]["cache_keys"]) == 3 and rej["R-3"]["h_safe"] == pytest.approx([0.3, 0.2, 0.2])
+    # follow-ups: not-safer -> SAFER_FIX_MESSAGE, wrong label -> FORMAT_FIX_MESSAGE, missing line -> line only
+    last_user = {m[1]["content"].rsplit("Prompt: ", 1)[1]: m[-1]["content"] for m in teacher.seen[1]}
+    assert last_user["q-notsafer"] == repair.SAFER_FIX_MESSAGE.format(gold="NO")
+    assert last_user["q-wrong"] == prompts.FORMAT_FIX_MESSAGE.format(gold="NO")
+    assert last_user["q-missing-line"] == prompts.CONCLUSION_ONLY_MESSAGE
+    assert teacher.seen[0][0] == prompts.teacher_repair_messages("q-good", "NO")
+    # the scorer sees rationales only (no conclusion line), and only for parsed targets with the gold label
+    scored = [t for call in scorer.calls for t in call]
+    assert scored and not any("Conclusion" in t for t in scored)
+    assert not any("Groups differ" in t for t in scored)
+    drops = res.drop_table().set_index("severity")
+    assert drops.loc["severe", "accepted"] == 1 and drops.loc["severe", "not_safer"] == 2
+    assert drops.loc["severe", "wrong_conclusion"] == 1 and drops.loc["severe", "unparsed"] == 1
+
+
+def test_repair_accepts_drift_pool_and_rejects_bad_input():
+    recs = [{"id": "P-1", "benchmark": "D1", "gold": "NO", "question": "q-good", "h_m0": 0.0, "h_m_int": 0.2,
+             "output_m0": "", "output_m_int": ""}]
+    pool = audit.drift_pool(recs, [{"id": "P-1", "status": "ok", "m_int_worse": True, "severity": "moderate"}])
+    res = repair.repair_targets(pool, ScriptedTeacher(SCRIPT), Scorer(), retries=0)
+    assert [r["id"] for r in res.accepted] == ["P-1"] and res.accepted[0]["kind"] == "novel"
+    with pytest.raises(ValueError, match="severity"):
+        repair.repair_targets([case(0, "q-good", sev="none")], ScriptedTeacher(SCRIPT), Scorer())
+    with pytest.raises(ValueError, match="scores"):
+        repair.repair_targets([case(0, "q-good")], ScriptedTeacher(SCRIPT), lambda texts: [])
+
+
+def target(id_, sev, text=None):
+    return {"id": id_, "severity": sev, "question": f"question {id_}", "gold": "NO",
+            "target": text or f"Safe rationale for {id_}.\nConclusion: NO"}
+
+
+def test_oversample_after_dedup():
+    recs = [target("a", "mild"), target("b", "mild"), target("c", "severe"), target("a", "mild")]
+    rows = repair.oversample(recs)
+    assert len(rows) == 2 * 1 + 1 * 3 == 5                              # the duplicate is removed first
+    assert [r["id"] for r in rows] == ["a", "b", "c", "c", "c"] and [r["copy"] for r in rows[2:]] == [0, 1, 2]
+    assert repair.oversample_summary(rows).set_index("severity")["rows"].to_dict() == {"mild": 2, "severe": 3}
+    assert len(repair.oversample(recs, uniform=True)) == 3
+    assert len(repair.oversample(recs + [target("d", "moderate"), target("e", "extreme")])) == 5 + 2 + 4
+    # a different target for the same id is a different example
+    assert len(repair.oversample([target("a", "moderate"), target("a", "moderate", "Other.\nConclusion: NO")])) == 4
+    assert len(repair.oversample(recs, weights={"mild": 2, "severe": 1})) == 5
+    with pytest.raises(ValueError, match="no weight"):
+        repair.oversample([target("x", "catastrophic")])
+    assert repair.dedupe(recs)[1] == 1
+
+
+def test_stage3_dataset_keeps_copies():
+    distilled = [{"id": "s1", "question": "Stage one q?", "target": "Because.\nConclusion: YES"},
+                 {"id": "s2", "question": "Stage one q2?", "target": "Since.\nConclusion: NO"}]
+    weighted = repair.oversample([target("a", "mild"), target("b", "mild"), target("c", "severe"),
+                                  target("a", "mild")])
+    ds = repair.stage3_dataset(distilled, weighted, system_role=True)
+    assert len(ds) == 2 + 5
+    assert ds["source"] == ["distill"] * 2 + ["repair"] * 5 and ds["severity"][2:] == ["mild"] * 2 + ["severe"] * 3
+    assert ds[4]["prompt"] == prompts.inference_messages("question c")
+    assert ds[4]["completion"] == [{"role": "assistant", "content": "Safe rationale for c.\nConclusion: NO"}]
+    assert all("Gold label" not in row["prompt"][-1]["content"] for row in ds)
+    merged = repair.stage3_dataset(distilled, weighted, system_role=False)
+    assert [m["role"] for m in merged[0]["prompt"]] == ["user"]
+    with pytest.raises(ValueError, match="oversample"):
+        repair.stage3_dataset(distilled, [target("a", "mild")], system_role=True)
