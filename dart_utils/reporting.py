@@ -54,6 +54,15 @@ def _fmt(v) -> str:
     return "—" if v is None else str(v)
 
 
+def save_figure(fig, run: Run, name: str) -> dict[str, Path]:
+    """figures/<run>/<name>.png and .pdf; the PDF without a creation date, so a rerun changes no committed bytes."""
+    paths = {ext: run.figures_dir / f"{name}.{ext}" for ext in ("png", "pdf")}
+    fig.savefig(paths["png"], bbox_inches="tight", dpi=150)
+    fig.savefig(paths["pdf"], bbox_inches="tight", metadata={"CreationDate": None})
+    plt.close(fig)
+    return paths
+
+
 def table6_splits(summary: list[dict], run: Run) -> pd.DataFrame:
     """Table 6: split sizes by benchmark with DIFF/EQUAL counts, ours beside the paper's reported sizes."""
     ref = paper_reported()["table6_splits"]
@@ -94,12 +103,7 @@ def figure_data_composition(summary: list[dict], run: Run) -> dict[str, Path]:
                     order=sorted(df["benchmark"].unique()), height=3.2, aspect=1.5, palette="deep")
     g.set_axis_labels("benchmark", "records")
     g.figure.suptitle(f"Data composition — {run.describe()}", y=1.04, fontsize=10)
-    paths = {ext: run.figures_dir / f"data_composition.{ext}" for ext in ("png", "pdf")}
-    for path in paths.values():
-        g.figure.savefig(path, bbox_inches="tight", dpi=150, metadata=None if path.suffix == ".png" else
-                         {"CreationDate": None})
-    plt.close(g.figure)
-    return paths
+    return save_figure(g.figure, run, "data_composition")
 
 
 def examples_table(ds, per_benchmark: int, max_chars: int = 300) -> pd.DataFrame:
@@ -125,8 +129,4 @@ def figure_loss_curve(log_history: list[dict], run: Run, name: str, title: str) 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.lineplot(data=df, x="step", y="loss", marker="o", ax=ax)
     ax.set_title(f"{title}\n{run.describe()}", fontsize=9)
-    paths = {ext: run.figures_dir / f"{name}.{ext}" for ext in ("png", "pdf")}
-    for path in paths.values():
-        fig.savefig(path, bbox_inches="tight", dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, run, name)
