@@ -72,8 +72,9 @@ list: venv
 test: venv
 	$(VENV)/bin/pytest -q
 
+LAB_ARGS ?= --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
 
 DATA_OUT ?= runs/data/difference_awareness
 data: venv
