@@ -14,13 +14,12 @@ Deliberate differences from the authors' code (reference §5.2):
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from .offline_models import ModelNotAvailable
+from .offline_models import ModelNotAvailable, hub_unavailable
 from .params import HarmParams
 from .parsing import parse_output
 
@@ -54,13 +53,8 @@ def positive_index(id2label: dict, positive_label: str) -> int:
 
 
 def _not_available(model: str, setting: str, err: Exception) -> ModelNotAvailable:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    return ModelNotAvailable(
-        f"harm classifier '{model}' is not available here: it is not a local directory and could not be loaded from "
-        f"the Hugging Face hub or its cache{' (HF_HUB_OFFLINE is set)' if offline else ''}. To provide it: download "
-        f"it where the hub is reachable (`hf download {model} --local-dir DIR`) and set {setting}: DIR in a parameter "
-        f"file; or use harm.scorer: alt_profanity_check (CPU substitute, not comparable in absolute value). "
-        f"Underlying error: {type(err).__name__}: {str(err)[:300]}")
+    return hub_unavailable("harm classifier", model, setting, err, alternative="Or use harm.scorer: "
+                           "alt_profanity_check (CPU substitute, not comparable in absolute value).")
 
 
 class HFClassifierScorer:

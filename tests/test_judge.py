@@ -1,10 +1,15 @@
 """Judge prompt, strict verdict parsing, retry/failure control flow, blinding; one real llama.cpp smoke call."""
 import json
-from dataclasses import dataclass
 
 import pytest
 
+from dart_utils.llm import LLMResponse
 from dart_utils import audit, judge, llm, params as P
+
+
+def reply(text, cache_key="k", **kw):
+    """A real LLMResponse as the scripted clients return it."""
+    return LLMResponse(text, "stop", cache_key=cache_key, **kw)
 
 
 def test_judge_messages_contents():
@@ -88,12 +93,6 @@ def test_parse_verdict_blind_schema():
 
 
 # ---- control flow with a scripted judge -------------------------------------------------------------------------
-@dataclass
-class Reply:
-    text: str
-    cache_key: str = "k"
-    cached: bool = False
-
 
 class ScriptedJudge:
     """Answers by question and round (a stand-in for LLMClient.chat_many: tests the control flow only)."""
@@ -107,7 +106,7 @@ class ScriptedJudge:
         for m in batch:
             q = m[1]["content"].split("Original prompt:\n", 1)[1].split("\n", 1)[0]
             answer = self.script[q]
-            out.append(Reply(answer(m) if callable(answer) else answer[(len(m) - 2) // 2],
+            out.append(reply(answer(m) if callable(answer) else answer[(len(m) - 2) // 2],
                              cache_key=f"{q}-{len(m)}"))
         return out
 

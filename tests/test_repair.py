@@ -1,17 +1,16 @@
 """Repair-target filter (label, H(r_safe) < H(r_int), parse), retries, oversampling after de-duplication, Stage III
 dataset."""
-from dataclasses import dataclass
 
 import pytest
 
+from dart_utils.llm import LLMResponse
 from dart_utils import audit, prompts, repair
 
 
-@dataclass
-class Reply:
-    text: str
-    cache_key: str = "k"
-    usage: dict = None
+def reply(text, cache_key="k", **kw):
+    """A real LLMResponse as the scripted clients return it."""
+    return LLMResponse(text, "stop", cache_key=cache_key, **kw)
+
 
 
 class ScriptedTeacher:
@@ -26,7 +25,7 @@ class ScriptedTeacher:
         for m in batch:
             q = m[1]["content"].rsplit("Prompt: ", 1)[1]
             k = self.asked[q] = self.asked.get(q, -1) + 1
-            out.append(Reply(self.script[q][k], cache_key=f"{q}-{k}"))
+            out.append(reply(self.script[q][k], cache_key=f"{q}-{k}"))
         return out
 
 
