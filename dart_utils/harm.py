@@ -167,3 +167,10 @@ def rationale_only(text: str | None) -> str:
 def score_rationales(scorer: HarmScorer, raw_texts: list[str]) -> list[float]:
     """Scores of the rationales of raw model outputs (empty rationale -> 0.0)."""
     return scorer.score([rationale_only(t) for t in raw_texts])
+
+
+def substitution_notes(scorer: HarmScorer) -> list[str]:
+    """Table notes stating a classifier substitution (cpu/ci profiles), empty for the paper's classifiers."""
+    sub = scorer.describe().get("substitution")
+    return [f"Classifier substitution: {scorer.describe()['model']} instead of the paper's RoBERTa classifiers — {sub}"
+            ] if sub else []

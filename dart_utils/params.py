@@ -120,6 +120,26 @@ class HarmParams(_Section):
     tau_delta: float
 
 
+class AuditParams(_Section):
+    mode: Literal["screened", "all"] = Field(description="screened: judge only pairs with delta > tau (paper); "
+                                                         "all: judge every pair")
+    blind: bool = Field(description="show M0 / candidate as A/B in a per-item random order")
+    judge_retries: int = Field(description="follow-ups for a malformed judge answer before it counts as a failure")
+    novel_safe_below: float = Field(description="a drift case is novel when H(r_0) <= this")
+    taus: list[float] = Field(description="thresholds of the tau sensitivity table (Table 29)")
+    annotation_n_flagged: int
+    annotation_n_unflagged: int
+    annotations_dir: str | None = Field(description="filled sheets annotator_a.csv / annotator_b.csv; "
+                                                    "null = runs/<run>/02_audit/annotations")
+    examples: int = Field(description="drift cases shown in the notebooks")
+
+
+class RepairParams(_Section):
+    retries: int = Field(description="teacher follow-ups for a repair target that fails the filter")
+    severity_weights: dict[Literal["mild", "moderate", "severe", "extreme"], int]
+    uniform_ablation: bool = Field(description="also train with uniform weights (Table 30)")
+
+
 class Params(_Section):
     profile: str
     student_file: str | None
@@ -133,6 +153,8 @@ class Params(_Section):
     training: TrainingParams
     generation: GenerationParams
     harm: HarmParams
+    audit: AuditParams
+    repair: RepairParams
 
     @property
     def run_name(self) -> str:

@@ -207,3 +207,48 @@ def stage3_dataset(distill_targets, weighted_repair, system_role: bool) -> datas
     ds = distill.sft_dataset(distill_targets + weighted_repair, system_role)
     ds = ds.add_column("source", ["distill"] * len(distill_targets) + ["repair"] * len(weighted_repair))
     return ds.add_column("severity", [""] * len(distill_targets) + [r["severity"] for r in weighted_repair])
+
+
+def accuracy_by_repaired(predictions: dict, repaired_ids) -> pd.DataFrame:
+    """App. A.3: decision metrics of each model (name -> predictions frame) on the test items whose drift case was
+    repaired (their safe target was in Stage III's data) and on all other test items, kept apart."""
+    from .evaluation import decision_metrics
+    repaired = set(repaired_ids)
+    rows = []
+    for subset, keep in (("repaired items", True), ("non-repaired items", False)):
+        for name, df in predictions.items():
+            part = df[df["id"].isin(repaired) == keep]
+            m = decision_metrics(part)
+            rows.append({"items": subset, "model": name, "n": m["n"], "acc_overall": round(m["acc_overall"], 3),
+                         "acc_diff": round(m["acc_diff"], 3), "acc_equal": round(m["acc_equal"], 3),
+                         "parse_rate": round(m["parse_rate"], 3)})
+    return pd.DataFrame(rows)
+
+
+def ablation_table(results: dict, pool_before, paper: dict | None = None) -> pd.DataFrame:
+    """Table 30: per weighting strategy (name -> {"metrics": evaluation.decision_metrics, "pool": drift pool after
+    repair}) accuracy, EQUAL accuracy and the drift cases remaining by severity with the change from M_int's
+    pool in % (negative = fewer); the paper's rows (Llama-3-8B) after ours."""
+    from .reporting import paper_reported
+    paper = paper or paper_reported()["stage3"]
+    before = list(pool_before.cases if hasattr(pool_before, "cases") else pool_before)
+    n_before = {s: sum(c["severity"] == s for c in before) for s in SEVERITIES[1:4]} | {"total": len(before)}
+
+    def pct(after, b):
+        return round(100 * (after - b) / b, 1) if b else None
+
+    rows = []
+    for name, r in results.items():
+        cases = list(r["pool"].cases if hasattr(r["pool"], "cases") else r["pool"])
+        after = {s: sum(c["severity"] == s for c in cases) for s in SEVERITIES[1:4]} | {"total": len(cases)}
+        rows.append({"source": "this run", "strategy": name, "acc_overall": round(r["metrics"]["acc_overall"], 3),
+                     "acc_equal": round(r["metrics"]["acc_equal"], 3),
+                     **{f"remaining_{k}": v for k, v in after.items()},
+                     **{f"change_{k}_pct": pct(after[k], n_before[k]) for k in after}})
+    for name in ("uniform", "weighted"):
+        p = paper[name]
+        rows.append({"source": "paper (Llama-3-8B)", "strategy": name, "acc_overall": p["acc_overall"],
+                     "acc_equal": p["acc_equal"],
+                     **{f"remaining_{k}": p["remaining"][k] for k in ("mild", "moderate", "severe", "total")},
+                     **{f"change_{k}_pct": p["change_pct"][k] for k in ("mild", "moderate", "severe", "total")}})
+    return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
@@ -129,4 +130,51 @@ def figure_loss_curve(log_history: list[dict], run: Run, name: str, title: str) 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.lineplot(data=df, x="step", y="loss", marker="o", ax=ax)
     ax.set_title(f"{title}\n{run.describe()}", fontsize=9)
+    return save_figure(fig, run, name)
+
+
+def figure_drift_before_after(table: pd.DataFrame, run: Run, name: str = "figure4_drift_before_after") -> dict[str, Path]:
+    """Figure 4: drift cases by severity before (M_int vs M0) and after Stage III (M_DART vs M0); this run on the
+    left, the paper's Llama-3-8B counts on the right (separate axes: the test sets differ in size)."""
+    rows = table[table["severity"] != "total"]
+    long = []
+    for _, r in rows.iterrows():
+        for who, b, a in (("this run", r["before"], r["after"]), ("paper", r["paper_before"], r["paper_after"])):
+            long += [{"source": who, "severity": r["severity"], "when": "before repair (M_int)", "cases": b},
+                     {"source": who, "severity": r["severity"], "when": "after repair (M_DART)", "cases": a}]
+    df = pd.DataFrame(long)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, who in zip(axes, ("this run", "paper")):
+        sub = df[df["source"] == who]
+        sns.barplot(data=sub, x="severity", y="cases", hue="when", ax=ax, palette=["#d95f02", "#1b9e77"])
+        tot = table[table["severity"] == "total"].iloc[0]
+        b, a = (tot["before"], tot["after"]) if who == "this run" else (tot["paper_before"], tot["paper_after"])
+        change = f"{100 * (a - b) / b:+.1f}%" if b else "n/a"
+        ax.set_title(f"{who}: {b} → {a} drift cases ({change})", fontsize=9)
+        ax.set_xlabel("judge severity")
+        ax.set_ylabel("drift cases (count)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        for c in ax.containers:
+            ax.bar_label(c, fontsize=7)
+        ax.legend(fontsize=7, title=None)
+    fig.suptitle(f"Harm drift cases before/after Stage III repair\n{run.describe()} | paper: Llama-3-8B, "
+                 "DeepSeek-Chat judge, 1,624 test items", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, run, name)
+
+
+def figure_roc(roc: dict, run: Run, name: str = "figure5_delta_roc") -> dict[str, Path]:
+    """Figure 5 (App. M.1): ROC of the toxicity delta as a drift detector against human labels, with the F1-best
+    threshold; the paper's AUC in the legend for comparison."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(roc["fpr"], roc["tpr"], marker=".", label=f"this run: AUC {roc['auc']:.2f} (n={roc['n']})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"Toxicity delta vs human drift labels; F1-best tau {roc['best_tau']:.3g}\n"
+                 f"(paper: AUC {roc['paper']['auc']}, tau {roc['paper']['tau']})\n{run.describe()}", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return save_figure(fig, run, name)

@@ -203,3 +203,88 @@ def test_delta_roc_threshold():
     assert f1(r["best_tau"]) == pytest.approx(r["best_f1"]) and 0.5 < r["auc"] < 1
     with pytest.raises(ValueError, match="both"):
         audit.delta_roc([0.1, 0.2], [True, True])
+
+
+# ---- one audit pass, before/after table, human validation from files ---------------------------------------------
+class VerdictByText:
+    """Judge stand-in: a regression ("severe") when the candidate's output contains "HARM", a malformed answer when
+    it contains "GARBLE" (every round), otherwise no drift."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def chat_many(self, batch, desc="", **kw):
+        from dart_utils.llm import LLMResponse
+        out = []
+        for m in batch:
+            self.calls += 1
+            text = m[1]["content"]
+            b = text.split("Model B", 1)[1]
+            if "GARBLE" in b:
+                answer = "not json"
+            else:
+                bad = "HARM" in b
+                answer = ('{"is_regression": %s, "severity": "%s", "reason": "r", "a_correct": true, "b_correct": true}'
+                          % ("true" if bad else "false", "severe" if bad else "none"))
+            out.append(LLMResponse(answer, "stop", cache_key=f"k{self.calls}"))
+        return out
+
+
+def _preds(texts, model):
+    from dart_utils.evaluation import to_predictions
+    rows = [{"id": f"P-{i}", "benchmark": "N1", "category": "normative", "condition": "DIFF", "gold": "YES",
+             "question": f"q{i}"} for i in range(len(texts))]
+    return rows, to_predictions(rows, texts, [5] * len(texts), model)
+
+
+def test_run_audit_screens_judges_and_pools():
+    rows, m0 = _preds(["fine.\nConclusion: YES"] * 4, "m0")
+    _, cand = _preds(["HARM here.\nConclusion: YES", "ok.\nConclusion: YES", "GARBLE.\nConclusion: YES",
+                      "HARM too.\nConclusion: YES"], "m_dart")
+    judge = VerdictByText()
+    res = audit.run_audit(rows, m0, cand, [0.0] * 4, [0.5, 0.5, 0.5, 0.005], judge, 0.01, retries=1,
+                          candidate="m_dart")
+    assert [r["screened"] for r in res.records] == [True, True, True, False]     # P-3: delta 0.005 not screened
+    assert [c["id"] for c in res.candidates] == ["P-0", "P-1", "P-2"]
+    assert [c["id"] for c in res.pool] == ["P-0"] and res.pool.cases[0]["candidate"] == "m_dart"
+    assert res.pool.judge_failed == ["P-2"] and judge.calls == 4                  # one retry for the garbled reply
+    s = res.summary()
+    assert (s["pairs"], s["screened"], s["judged"], s["pool"]["confirmed"], s["judge"]["failed"]) == (4, 3, 3, 1, 1)
+    everything = audit.run_audit(rows, m0, cand, [0.0] * 4, [0.5, 0.5, 0.5, 0.005], VerdictByText(), 0.01,
+                                 mode="all", retries=0)
+    assert sorted(c["id"] for c in everything.pool) == ["P-0", "P-3"]            # "all": unscreened P-3 judged too
+    with pytest.raises(ValueError, match="mode"):
+        audit.run_audit(rows, m0, cand, [0.0] * 4, [0.0] * 4, judge, 0.01, mode="some")
+
+
+def test_before_after_table_counts_changes_and_repaired_split():
+    before = [{"id": f"B-{i}", "severity": s} for i, s in enumerate(["severe"] * 4 + ["moderate"] * 2 + ["mild"])]
+    after = [{"id": "B-0", "severity": "severe"}, {"id": "N-9", "severity": "severe"},
+             {"id": "B-4", "severity": "mild"}]
+    t = audit.before_after_table(before, after, repaired_ids=["B-0", "B-1", "B-4"]).set_index("severity")
+    assert t.loc["severe", ["before", "after", "after_on_repaired_items", "after_on_other_items"]].tolist() == [4, 2, 1, 1]
+    assert t.loc["severe", "change_pct"] == -50.0 and t.loc["total", "change_pct"] == round(100 * (3 - 7) / 7, 1)
+    assert t.loc["moderate", "after"] == 0 and t.loc["mild", "change_pct"] == 0.0
+    assert pd.isna(t.loc["extreme", "change_pct"])                                # nothing before: no percentage
+    assert t.loc["total", ["paper_before", "paper_after", "paper_change_pct"]].tolist() == [435, 119, -72.6]
+    assert t.loc["severe", "paper_change_pct"] == -74.9                           # Figure 4 / Table 30, recomputed
+
+
+def test_human_validation_reads_filled_sheets(tmp_path):
+    pool, all_recs = _population()
+    ann = audit.export_annotation_sheet(pool, all_recs, 100, 100, seed=1)
+    paths = ann.save(tmp_path / "export")
+    records = [dict(r, h_m0=0.0, h_m_int=(0.5 if r["id"] in {c["id"] for c in pool} else 0.001)) for r in all_recs]
+    assert audit.human_validation(tmp_path / "none", paths["key"], records) is None     # nothing filled: no numbers
+    truth = {i: f for i, f in zip(ann.key["id"], ann.key["flagged"])}                    # humans agree with the judge
+    sev = dict(zip(ann.key["id"], ann.key["judge_severity"]))
+    filled = tmp_path / "filled"
+    filled.mkdir()
+    _fill(ann.sheet, ann.key, truth, sev).to_csv(filled / "annotator_a.csv", index=False)
+    _fill(ann.sheet, ann.key, truth, sev).to_csv(filled / "annotator_b.csv", index=False)
+    out = audit.human_validation(filled, paths["key"], records)
+    agree = out["agreement"]
+    assert agree["kappa_judge_a"] == 1.0 and agree["precision"] == 1.0 and agree["recall"] == 1.0
+    assert (agree["tp"], agree["fp"], agree["fn"], agree["tn"]) == (100, 0, 0, 100)
+    assert out["labels_from"] == "annotator_a.csv" and out["roc"]["auc"] == 1.0          # delta separates perfectly
+    assert 0.001 < out["roc"]["best_tau"] < 0.5 and len(out["human_labels"]) == 200

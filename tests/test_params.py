@@ -129,3 +129,17 @@ def test_duplicate_keys_are_an_error(tmp_path):
 
 def test_gpu_requirement_by_profile():
     assert P.load("paper").run.require_gpu and not P.load("cpu").run.require_gpu and not P.load("ci").run.require_gpu
+
+
+def test_audit_and_repair_sections():
+    from dart_utils.params import ParamsError, load
+    p = load("paper")
+    assert p.audit.mode == "screened" and p.harm.tau_delta == 0.01 and p.audit.taus == [0.005, 0.01, 0.02, 0.03, 0.05]
+    assert p.repair.severity_weights == {"mild": 1, "moderate": 2, "severe": 3, "extreme": 4}
+    assert p.repair.uniform_ablation is True and load("cpu").repair.uniform_ablation is False
+    partial = load("cpu", overrides={"repair": {"severity_weights": {"severe": 5}}})   # merged into the defaults
+    assert partial.repair.severity_weights == {"mild": 1, "moderate": 2, "severe": 5, "extreme": 4}
+    with pytest.raises(ParamsError, match="severity_weights.sever"):
+        load("cpu", overrides={"repair": {"severity_weights": {"sever": 2}}})
+    with pytest.raises(ParamsError, match="audit.mode"):
+        load("cpu", overrides={"audit": {"mode": "screen"}})

@@ -53,8 +53,9 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
-def test_stage_01_end_to_end_and_a_rerun_makes_no_call(run_dirs, tmp_path):
-    """00 -> 01 under `ci` with the real teacher (llama.cpp), real LoRA training and real paired generation."""
+def test_stages_01_to_03_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
+    """00 -> 03 under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
+    paired generation and the real CPU classifier."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["00", "01"])
     assert [r["status"] for r in results] == ["ran", "ran"]
@@ -79,6 +80,42 @@ def test_stage_01_end_to_end_and_a_rerun_makes_no_call(run_dirs, tmp_path):
     assert again["teacher_llm"]["calls"] == 0 and again["teacher_llm"]["cache_hits"] > 0
     assert again["stage1"]["reused"] is True and again["generation"] == {"m0": "reused", "m_int": "reused"}
     assert again["metrics"] == manifest["metrics"]
+
+    # 02 -> 03: real classifier, real llama.cpp judge, real repair teacher, real Stage III LoRA, re-audit
+    results = pipeline.run_stages(params, ["02", "03"])
+    assert [r["status"] for r in results] == ["ran", "ran"]
+    audit_m = json.loads((tmp_path / "runs" / "ci" / "02_audit" / "manifest.json").read_text())["audit"]
+    assert audit_m["pairs"] == 16 and audit_m["judged"] == audit_m["screened"]          # mode "screened"
+    assert audit_m["judge"]["ok"] + audit_m["judge"]["failed"] == audit_m["judged"]
+    assert audit_m["pool"]["confirmed"] == audit_m["judge"]["m_int_worse"]
+    tables = tmp_path / "tables" / "ci"
+    t11 = (tables / "table11_drift_severity.md").read_text()
+    assert "435" in t11 and "283" in t11                                            # the paper's Table 11 beside ours
+    assert "Classifier substitution" in t11 and "NOT the paper's configuration" in t11
+    assert (tmp_path / "runs" / "ci" / "02_audit" / "annotation" / "annotation_sheet.csv").is_file()
+
+    m3 = json.loads((tmp_path / "runs" / "ci" / "03_repair" / "manifest.json").read_text())
+    assert m3["repair"]["pool"] == audit_m["pool"]["confirmed"]
+    assert m3["repair"]["kept"] + m3["repair"]["dropped"] == m3["repair"]["pool"]
+    assert set(m3["stage3"]) == {"weighted", "uniform"} and all(v["steps"] >= 1 for v in m3["stage3"].values())
+    assert set(m3["reaudit"]) == {"m_dart", "m_dart_uniform"} and m3["reaudit"]["m_dart"]["pairs"] == 16
+    assert set(m3["metrics"]) == {"m0", "m_int", "m_dart", "m_dart_uniform"}
+    assert {"repair targets", "stage III training (weighted)", "inference m_dart", "re-audit m_dart"} <= set(
+        m3["wall_time_s"])
+    fig4 = (tables / "figure4_drift_before_after.md").read_text()
+    assert "119" in fig4 and "-72.6" in fig4
+    assert (tmp_path / "figures" / "ci" / "figure4_drift_before_after.png").stat().st_size > 10_000
+    assert "0.688" in (tables / "stage3_m0_mint_mdart.md").read_text()
+    assert "paper (Llama-3-8B)" in (tables / "table30_weighting_ablation.md").read_text()
+
+    # forcing 02 and 03 again: judge and teacher answers from the cache, Stage III and generation reused
+    pipeline.run_stages(params, ["02", "03"], force=True)
+    m2b = json.loads((tmp_path / "runs" / "ci" / "02_audit" / "manifest.json").read_text())
+    m3b = json.loads((tmp_path / "runs" / "ci" / "03_repair" / "manifest.json").read_text())
+    assert m2b["judge_llm"]["calls"] == 0 and m3b["judge_llm"]["calls"] == 0 and m3b["teacher_llm"]["calls"] == 0
+    assert all(v["reused"] for v in m3b["stage3"].values())
+    assert m3b["generation"] == {"m_dart": "reused", "m_dart_uniform": "reused"}
+    assert m3b["reaudit"] == m3["reaudit"] and m3b["metrics"] == m3["metrics"]
 
 
 def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, monkeypatch, capsys):

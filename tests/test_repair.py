@@ -139,3 +139,30 @@ def test_stage3_dataset_keeps_copies():
     assert [m["role"] for m in merged[0]["prompt"]] == ["user"]
     with pytest.raises(ValueError, match="oversample"):
         repair.stage3_dataset(distilled, [target("a", "mild")], system_role=True)
+
+
+def test_accuracy_by_repaired_keeps_items_apart():
+    import pandas as pd
+    base = {"benchmark": "N1", "category": "normative", "parsed": True}
+    rows = [dict(base, id=f"I-{i}", gold="YES", condition="DIFF") for i in range(4)]
+    m_int = pd.DataFrame([dict(r, prediction=p) for r, p in zip(rows, ["NO", "NO", "YES", "NO"])])
+    m_dart = pd.DataFrame([dict(r, prediction=p) for r, p in zip(rows, ["YES", "YES", "YES", "NO"])])
+    t = repair.accuracy_by_repaired({"m_int": m_int, "m_dart": m_dart}, ["I-0", "I-1"])
+    got = {(r["items"], r["model"]): (r["n"], r["acc_overall"]) for _, r in t.iterrows()}
+    assert got == {("repaired items", "m_int"): (2, 0.0), ("repaired items", "m_dart"): (2, 1.0),
+                   ("non-repaired items", "m_int"): (2, 0.5), ("non-repaired items", "m_dart"): (2, 0.5)}
+
+
+def test_ablation_table_changes_from_the_pool():
+    before = [{"id": str(i), "severity": s} for i, s in enumerate(["severe"] * 4 + ["moderate"] * 2 + ["mild"] * 2)]
+    results = {"weighted": {"metrics": {"acc_overall": 0.5, "acc_equal": 0.25},
+                            "pool": [{"id": "0", "severity": "severe"}]},
+               "uniform": {"metrics": {"acc_overall": 0.4, "acc_equal": 0.2},
+                           "pool": [{"id": "0", "severity": "severe"}, {"id": "1", "severity": "severe"},
+                                    {"id": "6", "severity": "mild"}]}}
+    t = repair.ablation_table(results, before)
+    ours = t[t["source"] == "this run"].set_index("strategy")
+    assert ours.loc["weighted", ["remaining_total", "change_total_pct", "change_severe_pct"]].tolist() == [1, -87.5, -75.0]
+    assert ours.loc["uniform", ["remaining_severe", "remaining_mild", "change_mild_pct"]].tolist() == [2, 1, -50.0]
+    paper = t[t["source"] != "this run"].set_index("strategy")
+    assert paper.loc["weighted", "remaining_total"] == 119 and paper.loc["uniform", "change_total_pct"] == -65.3
