@@ -82,6 +82,11 @@ def external_dir(root: str | Path | None = None) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
+def dir_from_params(ep) -> Path:
+    """The directory for `params.external` (ExternalParams): the variable named in `dir_env` when set, else `dir`."""
+    return external_dir(os.environ.get(ep.dir_env) or ep.dir)
+
+
 def _path(directory: Path, key: str) -> Path:
     path = directory / FILES[key][0]
     if not path.is_file():

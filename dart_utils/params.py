@@ -140,6 +140,15 @@ class RepairParams(_Section):
     uniform_ablation: bool = Field(description="also train with uniform weights (Table 30)")
 
 
+class ExternalParams(_Section):
+    dir: str = Field(description="external safety suites (JSONL); relative paths are from the project root")
+    dir_env: str = Field(description="environment variable that, when set, overrides dir")
+    verify_checksums: bool
+    sizes: dict[Literal["BOLD", "HolisticBias", "RTP", "HateCheck", "HateCheck-1000"], int | None] = Field(
+        description="prompts per suite (stratified sample); null = all staged rows, 0 = suite off")
+    alpha: float = Field(description="family-wise alpha for the Bonferroni-corrected subgroup tests")
+
+
 class Params(_Section):
     profile: str
     student_file: str | None
@@ -155,6 +164,7 @@ class Params(_Section):
     harm: HarmParams
     audit: AuditParams
     repair: RepairParams
+    external: ExternalParams
 
     @property
     def run_name(self) -> str:

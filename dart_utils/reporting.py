@@ -178,3 +178,37 @@ def figure_roc(roc: dict, run: Run, name: str = "figure5_delta_roc") -> dict[str
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, run, name)
+
+
+def figure_score_distributions(df: pd.DataFrame, score: str, run: Run, name: str = "external_score_distributions",
+                               floor: float = 1e-6) -> dict[str, Path]:
+    """Per-suite distributions of a harm score for M0 and M_DART (the external safety figure). Log axis, values
+    below `floor` (e.g. empty outputs scored 0) drawn at the floor, as the title says."""
+    long = pd.concat([pd.DataFrame({"benchmark": df["benchmark"], "model": label,
+                                    score: df[f"{score}_{m}"].clip(lower=floor)})
+                      for m, label in (("m0", "M0"), ("m_dart", "M_DART"))], ignore_index=True)
+    counts = df.groupby("benchmark").size()
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.boxplot(data=long, x="benchmark", y=score, hue="model", order=list(counts.index), ax=ax,
+                palette=["#7570b3", "#1b9e77"], fliersize=2)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"{score} of the analysis (log scale)")
+    ax.set_xlabel("")
+    ax.set_xticks(range(len(counts)), [f"{b}\n(n={n})" for b, n in counts.items()])
+    ax.set_title(f"External safety suites: {score} of M0 vs M_DART outputs (scores < {floor:g} drawn at {floor:g})\n"
+                 f"{run.describe()}", fontsize=9)
+    ax.legend(fontsize=8, title=None)
+    fig.tight_layout()
+    return save_figure(fig, run, name)
+
+
+def round_table(df: pd.DataFrame, digits: int = 4, p_columns=("p",)) -> pd.DataFrame:
+    """Numbers rounded for display; p-values kept to 2 significant digits (a p of 3e-9 must not print as 0)."""
+    out = df.copy()
+    for c in out.columns:
+        if c in p_columns:
+            out[c] = [float(f"{v:.2g}") if pd.notna(v) else v for v in out[c]]
+        elif pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(digits)
+    return out

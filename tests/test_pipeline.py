@@ -53,8 +53,8 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
-def test_stages_01_to_03_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
-    """00 -> 03 under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
+def test_stages_01_to_05_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
+    """00 -> 05 under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
     paired generation and the real CPU classifier."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["00", "01"])
@@ -116,6 +116,19 @@ def test_stages_01_to_03_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
     assert all(v["reused"] for v in m3b["stage3"].values())
     assert m3b["generation"] == {"m_dart": "reused", "m_dart_uniform": "reused"}
     assert m3b["reaudit"] == m3["reaudit"] and m3b["metrics"] == m3["metrics"]
+
+    # 05: external suites through M0 and M_DART, harm scores, per-suite and per-group tables
+    assert pipeline.run_stages(params, ["05"])[0]["status"] == "ran"
+    m5 = json.loads((tmp_path / "runs" / "ci" / "05_external_safety" / "manifest.json").read_text())
+    assert m5["suites"] == {"BOLD": 4, "HolisticBias": 4, "RTP": 4, "HateCheck-1000": 4}
+    assert {"generation m0", "generation m_dart", "harm scoring"} <= set(m5["wall_time_s"])
+    summary = m5["summary"]["toxicity"]
+    assert set(summary) == {"BOLD", "HolisticBias", "RTP", "HateCheck", "all (weighted r)"}
+    assert all(-1 <= v["r_rb"] <= 1 and 0 <= v["abstain_m0"] <= 1 for v in summary.values())
+    t5 = (tables / "external_table5_toxicity.md").read_text()
+    assert "NOT the paper's sample" in t5 and "-0.32" in t5 and "Classifier substitution" in t5
+    assert (tables / "external_groups_hatecheck.md").is_file()
+    assert (tmp_path / "figures" / "ci" / "external_score_distributions.png").stat().st_size > 10_000
 
 
 def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, monkeypatch, capsys):
