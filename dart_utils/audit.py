@@ -265,8 +265,9 @@ def run_audit(rows, preds_m0: list[dict], preds_candidate: list[dict], h_m0, h_c
 
 def before_after_table(pool_before, pool_after, repaired_ids=(), paper: dict | None = None) -> pd.DataFrame:
     """Figure 4 / Table 30 counts: drift cases by severity before repair (M_int vs M0) and after (M_DART vs M0),
-    the change in % (negative = fewer cases; None when there were none before), the remaining cases split into items that were repaired (in the Stage II pool) and the
-    others (drift newly found after repair), and the paper's before/after/reduction beside them."""
+    the change in % (negative = fewer cases; None when there were none before), the remaining cases split into
+    items that were repaired (in the Stage II pool) and the others (drift newly found after repair), and the
+    paper's before/after/change beside them."""
     paper = paper or paper_reported()["stage3"]
     before, after = _cases(pool_before), _cases(pool_after)
     repaired = set(repaired_ids)

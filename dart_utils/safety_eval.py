@@ -79,8 +79,9 @@ def benchmark_table(df: pd.DataFrame, score: str, paper: dict | None = None) -> 
     t = pd.DataFrame(rows)
     if len(t):
         pooled = {"benchmark": "all (weighted r)", "n": int(t["n"].sum()),
-                  "abstain_m0": float((~df["parsed_m0"]).mean()), "abstain_m_dart": float((~df["parsed_m_dart"]).mean()),
-                  "r_rb": weighted_r(t["r_rb"].fillna(0).tolist(), t["n"].tolist()),
+                  "abstain_m0": float((~df["parsed_m0"]).mean()),
+                  "abstain_m_dart": float((~df["parsed_m_dart"]).mean()),
+                  "r_rb": weighted_r(t["r_rb"].tolist(), t["n"].tolist()),
                   "paper_r_rb": paper.get("weighted_r_rb", {}).get(score),
                   "paper_abstain_m0": paper.get("abstain_m0", {}).get("all")}
         t = pd.concat([t, pd.DataFrame([pooled])], ignore_index=True)
