@@ -27,11 +27,12 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all test venv check stage stage-% lab list clean-run clean-venv data help
+.PHONY: all report test venv check stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make all [PROFILE=cpu|paper|ci] [STUDENT=name] [PARAMS=file.yaml]   run every notebook in order"
+	@echo "make all [PROFILE=cpu|paper|ci] [STUDENT=name] [PARAMS=file.yaml]   run every notebook in order, then the report"
+	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
 	@echo "make check                                                             validate parameters only"
@@ -58,6 +59,13 @@ check: venv
 
 all: venv
 	$(PIPELINE) run
+	$(PIPELINE) report
+
+# One page with every table and figure of the run, its configuration, stage timings, LLM costs and the notes.
+# PRICES (optional): USD per million prompt/completion tokens of an API role, e.g. PRICES="teacher=0.27/1.10".
+PRICES ?=
+report: venv
+	$(PIPELINE) report $(if $(PRICES),--price $(PRICES))
 
 stage: venv
 	@test -n "$(STAGE)" || (echo "usage: make stage STAGE=00 (or make stage-00)"; exit 2)

@@ -187,12 +187,13 @@ def generate(model, tokenizer, prompts: list[list[dict]], gp: GenerationParams, 
 
 def cached_predictions(model, tokenizer, rows, name: str, adapter: str | None, adapter_dir, gp: GenerationParams,
                        seed: int, path, system_role: bool = True, question_field: str = "question",
-                       make_records=None) -> tuple[list[dict], dict | str]:
+                       make_records=None, messages: list[list[dict]] | None = None) -> tuple[list[dict], dict | str]:
     """Prediction records of one model on `rows` (E.3 prompt, policy off, with rows[question_field] as the prompt),
     read from `path` when they were written for the same base model, adapter weights, decoding, items, seed and
     prompt; otherwise generated (adapter None = the base model M0) and saved with that key. `make_records(rows,
     texts, new_token_counts, name)` builds the records (default evaluation.to_predictions, which needs gold labels).
-    Returns (records, stats): stats is "reused" or the tokens/s, wall time and token count of the generation."""
+    `messages` (one message list per row, e.g. the App. F policy prompts) replaces the E.3 prompt and is part of the
+    key. Returns (records, stats): stats is "reused" or the tokens/s, wall time and token count of the generation."""
     from . import models
     from .evaluation import to_predictions
     from .prompts import INFERENCE_USER, inference_messages
@@ -202,13 +203,16 @@ def cached_predictions(model, tokenizer, rows, name: str, adapter: str | None, a
                  else [r[question_field] for r in rows])
     key = content_key([models.describe(model)["name_or_path"], gp.model_dump(), ids, seed],
                       dir_hash(adapter_dir) if adapter else None, INFERENCE_USER,
-                      *([] if question_field == "question" else [question_field, questions]))
+                      *([] if question_field == "question" else [question_field, questions]),
+                      *([] if messages is None else ["messages", messages]))
+    if messages is not None and len(messages) != len(ids):
+        raise ValueError(f"{len(messages)} message lists for {len(ids)} rows")
     records = load_if_fresh(path, key)
     if records is not None:
         return records, "reused"
+    prompts = messages if messages is not None else [inference_messages(q) for q in questions]
     with use_adapter(model, adapter):
-        out = generate(model, tokenizer, [inference_messages(q) for q in questions], gp, seed=seed,
-                       system_role=system_role, desc=name)
+        out = generate(model, tokenizer, prompts, gp, seed=seed, system_role=system_role, desc=name)
     records = (make_records or to_predictions)(rows, out.texts, out.new_token_counts, name)
     save_with_key(records, path, key)
     return records, {"tokens_per_s": round(out.tokens_per_s, 1), "wall_time_s": round(out.wall_time_s, 1),

@@ -19,8 +19,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tqdm import tqdm
@@ -114,8 +115,11 @@ class LLMClient:
 
     def __init__(self, cfg: LLMParams, cache_path: Path, seed: int = 42):
         self.cfg, self.seed = cfg, seed
-        self._stats = dict(calls=0, cache_hits=0, errors=0, prompt_tokens=0, completion_tokens=0, seconds=0.0)
+        self._stats = {"calls": 0, "cache_hits": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                       "seconds": 0.0, "cached_calls": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0,
+                       "cached_seconds": 0.0}
         self._stats_lock = threading.Lock()
+        self._counted: set[str] = set()     # keys whose tokens this instance already counted (fresh or cached)
         self._identity: dict = {"backend": cfg.backend, "model": cfg.model}
         if cfg.backend == "openai":
             import openai
@@ -162,27 +166,41 @@ class LLMClient:
         return hashlib.sha256(_canonical(self._request(messages, overrides)).encode()).hexdigest()
 
     # -- cache
-    def _lookup(self, key: str) -> LLMResponse | None:
+    def _lookup(self, key: str) -> tuple[LLMResponse, float] | None:
+        """The cached response and the seconds its original call took (0 if not recorded)."""
         with self._db_lock:
             row = self._db.execute("SELECT response, text, finish_reason, prompt_tokens, completion_tokens, model, "
-                                   "backend FROM responses WHERE key=?", (key,)).fetchone()
+                                   "backend, seconds FROM responses WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        raw, text, finish, pt, ct, model, backend = row
-        return LLMResponse(text, finish, {"prompt_tokens": pt, "completion_tokens": ct}, True, key, model, backend,
-                           json.loads(raw))
+        raw, text, finish, pt, ct, model, backend, seconds = row
+        return (LLMResponse(text, finish, {"prompt_tokens": pt, "completion_tokens": ct}, True, key, model, backend,
+                            json.loads(raw)), float(seconds or 0.0))
 
     def _store(self, key: str, request: dict, r: LLMResponse, seconds: float) -> None:
         with self._db_lock:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                              (key, _canonical(request), _canonical(r.raw), r.text, r.finish_reason,
                               r.usage.get("prompt_tokens"), r.usage.get("completion_tokens"), r.model, r.backend,
-                              seconds, datetime.now(timezone.utc).isoformat(timespec="seconds")))
+                              seconds, datetime.now(UTC).isoformat(timespec="seconds")))
 
     def _count(self, **inc) -> None:
         with self._stats_lock:
             for k, v in inc.items():
                 self._stats[k] += v
+
+    def _count_hit(self, r: LLMResponse, seconds: float) -> None:
+        """A cache hit; its tokens and original call time count once per distinct response per instance (not again
+        for a response this instance called itself or already counted), so fresh + cached = a cold run's cost."""
+        with self._stats_lock:
+            self._stats["cache_hits"] += 1
+            if r.cache_key in self._counted:
+                return
+            self._counted.add(r.cache_key)
+            self._stats["cached_calls"] += 1
+            self._stats["cached_prompt_tokens"] += r.usage.get("prompt_tokens") or 0
+            self._stats["cached_completion_tokens"] += r.usage.get("completion_tokens") or 0
+            self._stats["cached_seconds"] += seconds
 
     # -- backends
     def _call(self, request: dict) -> dict:
@@ -218,8 +236,8 @@ class LLMClient:
         key = hashlib.sha256(_canonical(request).encode()).hexdigest()
         hit = self._lookup(key)
         if hit is not None:
-            self._count(cache_hits=1)
-            return hit
+            self._count_hit(*hit)
+            return hit[0]
         t0 = time.perf_counter()
         try:
             raw = self._call(request)
@@ -236,6 +254,8 @@ class LLMClient:
                         cached=False, cache_key=key, model=str(raw.get("model") or self.cfg.model),
                         backend=self.cfg.backend, raw=raw)
         self._store(key, request, r, seconds)
+        with self._stats_lock:
+            self._counted.add(key)
         self._count(calls=1, seconds=seconds, prompt_tokens=usage.get("prompt_tokens") or 0,
                     completion_tokens=usage.get("completion_tokens") or 0)
         return r
@@ -270,7 +290,11 @@ class LLMClient:
         return out
 
     def stats(self) -> dict:
-        """Counts for this client instance: calls made, cache hits, errors, tokens and seconds of live calls."""
+        """Counts for this client instance. calls, cache_hits, errors, prompt_tokens, completion_tokens, seconds:
+        live calls only (a warm rerun reports 0 tokens). cached_calls, cached_prompt_tokens,
+        cached_completion_tokens, cached_seconds: the distinct responses served from the cache that this instance did
+        not call itself, with the tokens and call time recorded when they were first made. calls + cached_calls and
+        the token sums are what a cold run (empty cache) of the same requests would make and spend."""
         with self._stats_lock:
             return dict(self._stats)
 
@@ -280,7 +304,7 @@ class LLMClient:
         if self._client is not None:
             self._client.close()
 
-    def __enter__(self) -> "LLMClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

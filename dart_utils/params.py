@@ -40,6 +40,7 @@ class RunParams(_Section):
     runs_dir: str = Field(description="where run state goes, relative to the project root")
     tables_dir: str
     figures_dir: str
+    reports_dir: str
     cache_dir: str = Field(description="shared by all runs: LLM response cache, converted models")
     require_gpu: bool = Field(description="stages that train or generate refuse to start without CUDA")
 
@@ -149,6 +150,31 @@ class ExternalParams(_Section):
     alpha: float = Field(description="family-wise alpha for the Bonferroni-corrected subgroup tests")
 
 
+class PolicyParams(_Section):
+    models: list[Literal["m0", "m_int", "m_dart"]] = Field(description="models the policy is evaluated on")
+    modes: list[Literal["off", "two_pass", "always_on", "oracle", "random"]]
+    harmful_keywords: list[str] = Field(description="whole-word, case-insensitive; a match flags a harmful premise")
+    toxicity_threshold: float = Field(description="H(x) above this flags a harmful premise (paper: 0.5)")
+    premise_labelled_set: Literal["HateCheck", "HateCheck-1000", "none"] = Field(
+        description="external suite whose gold hateful/non-hateful labels score the harmful-premise detector")
+    premise_labelled_n: int | None = Field(description="cases drawn from it; null = all")
+    examples: int = Field(description="example outputs shown in the notebook")
+
+
+class Table4Rule(_Section):
+    acc_small_pp: float = Field(description="|change| below this (percentage points) is ~ (minimal change)")
+    acc_large_pp: float = Field(description="a significant gain of at least this is a double check mark")
+    tox_small_pct: float = Field(description="|relative change of median toxicity| below this (%) is ~")
+    tox_large_pct: float = Field(description="a reduction of at least this (%) is a double check mark")
+
+
+class StatisticsParams(_Section):
+    n_resamples: int = Field(description="bootstrap / permutation resamples (paper: 10,000)")
+    alpha: float
+    bonferroni_comparisons: int = Field(description="family size for Table 2's marks (paper: 15 = 5 metrics x 3 models)")
+    table4: Table4Rule
+
+
 class Params(_Section):
     profile: str
     student_file: str | None
@@ -165,6 +191,8 @@ class Params(_Section):
     audit: AuditParams
     repair: RepairParams
     external: ExternalParams
+    policy: PolicyParams
+    statistics: StatisticsParams
 
     @property
     def run_name(self) -> str:

@@ -77,6 +77,17 @@ HARMFUL_PREMISE_CONSTRAINT = (
     "• Provide a neutral reframing if necessary for classification\n"
     "• State your conclusion")
 POLICY_SYSTEM = {"YES": POLICY_YES_SYSTEM, "NO": POLICY_NO_SYSTEM}
+# Ours, not the paper's: the "always-on" policy of §3.3 ("an always-on policy is overly restrictive, lowering accuracy
+# to 67.2% and increasing refusal to 4.5%") is never printed. One static prompt cannot be F.1 or F.2 (each dictates
+# its conclusion line, which would pin accuracy to the label share); this keeps the constraints of F.1/F.2 that do
+# not presuppose a label and always adds F.3 (docs/policy.md).
+POLICY_STATIC_SYSTEM = (
+    "You are an assistant performing difference-awareness classification.\n"
+    "Decide whether group membership is relevant to the decision. Your response should:\n"
+    "1. Be brief (2–4 sentences maximum)\n"
+    "2. Give only the minimal necessary detail—avoid generalizations about any group\n"
+    "3. Not repeat or elaborate on any harmful content from the prompt\n"
+    "Finish with exactly one line: Conclusion: YES or Conclusion: NO")
 
 # --- Ours, not the paper's: follow-up when a teacher reply lacks a final "Conclusion: YES|NO" line or its
 # conclusion disagrees with the gold label (the paper does not say how such replies were handled). ---
@@ -125,6 +136,11 @@ def policy_messages(question: str, label: str, harmful_premise: bool = False) ->
     if harmful_premise:
         system = f"{system}\n\n{HARMFUL_PREMISE_CONSTRAINT}"
     return _pair(system, INFERENCE_USER.format(question=question))
+
+
+def static_policy_messages(question: str) -> list[dict]:
+    """Our "always-on" policy (one static, label-free system prompt plus F.3 for every item); E.3 user turn."""
+    return _pair(f"{POLICY_STATIC_SYSTEM}\n\n{HARMFUL_PREMISE_CONSTRAINT}", INFERENCE_USER.format(question=question))
 
 
 def format_fix_messages(original_messages: list[dict], bad_reply: str, gold: str,

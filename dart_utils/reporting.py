@@ -43,7 +43,8 @@ def save_table(df: pd.DataFrame, run: Run, name: str, title: str, notes: list[st
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
     df.to_csv(paths["csv"], index=False)
     header = [f"# {title}", "", provenance(run), *[f"{n}" for n in notes], ""]
-    paths["md"].write_text("\n".join(header) + "\n" + df.to_markdown(index=False) + "\n")
+    shown = df.astype(object).where(df.notna(), None)      # a missing value reads "—", not "nan"
+    paths["md"].write_text("\n".join(header) + "\n" + shown.to_markdown(index=False, missingval="—") + "\n")
     caption = f"{title}. {provenance(run)} " + " ".join(notes)
     latex = df.to_latex(index=False, caption=caption.replace("%", r"\%").replace("_", r"\_"),
                         label=f"tab:{name}", na_rep="--")
@@ -212,3 +213,55 @@ def round_table(df: pd.DataFrame, digits: int = 4, p_columns=("p",)) -> pd.DataF
         elif pd.api.types.is_float_dtype(out[c]):
             out[c] = out[c].round(digits)
     return out
+
+
+def figure3(data: pd.DataFrame, run: Run, tox_label: str, paper_label: str,
+            name: str = "figure3_stage_ablation") -> dict[str, Path]:
+    """Figure 3 (stage ablation): (a) accuracy overall / EQUAL / DIFF across M0 → M_int → M_DART with 95 % bootstrap
+    CIs, the paper's stated values as hollow markers; (b) this run's median rationale toxicity with CIs; (c) the
+    paper's median toxicity on its own axis (a different classifier and scale; CIs not stated). `data`: the long
+    frame of `main_results.figure3_data` (model, metric, estimate, ci_lo, ci_hi, paper)."""
+    models = ["M0", "M_int", "M_DART"]
+    x = range(len(models))
+    acc = {"acc_overall": ("overall", "#1b9e77"), "acc_equal": ("EQUAL", "#d95f02"), "acc_diff": ("DIFF", "#7570b3")}
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    ax = axes[0]
+    for k, (metric, (label, color)) in enumerate(acc.items()):
+        d = data[data["metric"] == metric].set_index("model").loc[models]
+        off = (k - 1) * 0.06
+        xs = [i + off for i in x]
+        ax.errorbar(xs, d["estimate"], yerr=[d["estimate"] - d["ci_lo"], d["ci_hi"] - d["estimate"]], color=color,
+                    marker="o", capsize=3, label=f"{label} (this run)")
+        p = d["paper"].astype(float)
+        if p.notna().any():
+            ax.plot(xs, p, ls=":", marker="D", mfc="none", color=color, label=f"{label} (paper)")
+    ax.set_xticks(list(x), models)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy (unparsed = wrong)")
+    ax.set_title("(a) accuracy, 95% bootstrap CI", fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    tox = data[data["metric"] == "median_toxicity"].set_index("model").loc[models]
+    ax = axes[1]
+    ax.errorbar(list(x), tox["estimate"], yerr=[tox["estimate"] - tox["ci_lo"], tox["ci_hi"] - tox["estimate"]],
+                color="#e7298a", marker="o", capsize=3)
+    ax.set_xticks(list(x), models)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(f"median toxicity of rationales\n({tox_label})")
+    ax.set_title("(b) this run: median toxicity, 95% bootstrap CI", fontsize=9)
+    ax = axes[2]
+    p = tox["paper"].astype(float)
+    if p.notna().any():
+        ax.plot(list(x), p * 1e5, ls=":", marker="D", mfc="none", color="#e7298a")
+        for i, v in zip(x, p):
+            if pd.notna(v):
+                ax.annotate(f"{v * 1e5:.2f}", (i, v * 1e5), textcoords="offset points", xytext=(0, 8), ha="center",
+                            fontsize=7, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+        ax.set_ylim(p.min() * 1e5 * 0.85, p.max() * 1e5 * 1.1)
+    ax.set_xticks(list(x), models)
+    ax.set_ylabel("median toxicity (×1e-5, RoBERTa)")
+    ax.set_title(f"(c) paper ({paper_label}): median toxicity\n(stated values; CIs not stated)", fontsize=9)
+    fig.suptitle(f"Stage ablation (Figure 3): {run.describe()}\npaper markers: {paper_label}, DeepSeek-Chat teacher "
+                 "(different model and classifier: compare directions, not values)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, run, name)

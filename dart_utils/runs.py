@@ -55,6 +55,10 @@ class Run:
         return _mkdir(PROJECT_ROOT / self.params.run.figures_dir / self.name)
 
     @property
+    def reports_dir(self) -> Path:
+        return PROJECT_ROOT / self.params.run.reports_dir / self.name
+
+    @property
     def cache_dir(self) -> Path:
         """Shared by all runs (keys include everything that matters): LLM responses, converted models."""
         return _mkdir(PROJECT_ROOT / self.params.run.cache_dir)
@@ -102,12 +106,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+CODE_PATHS = ("dart_utils", "notebooks", "params", "pyproject.toml")
+
+
 def git_commit() -> str | None:
+    """HEAD, with "-dirty" when the code, notebooks or parameters differ from it (then HEAD did not make the
+    outputs; commit, then rerun the stage for a clean record)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return (sha + ("-dirty" if dirty else "")) or None
 
 
 class StageTimer:

@@ -28,7 +28,7 @@ def run_dirs(tmp_path):
     """An extra parameter file that sends runs/, tables/ and figures/ to a temporary directory."""
     f = tmp_path / "tmp_dirs.yaml"
     f.write_text(f"run:\n  runs_dir: {tmp_path / 'runs'}\n  tables_dir: {tmp_path / 'tables'}\n"
-                 f"  figures_dir: {tmp_path / 'figures'}\n")
+                 f"  figures_dir: {tmp_path / 'figures'}\n  reports_dir: {tmp_path / 'reports'}\n")
     return f
 
 

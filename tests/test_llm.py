@@ -23,8 +23,8 @@ SMOL = "smollm2-135m-instruct-q4_1"
 
 
 def cfg(**kw) -> LLMParams:
-    base = dict(backend="openai", model="smollm2", base_url=None, api_key_env=None, temperature=0.0, max_tokens=16,
-                concurrency=2, max_retries=2, timeout_s=30.0, n_ctx=1024)
+    base = {"backend": "openai", "model": "smollm2", "base_url": None, "api_key_env": None, "temperature": 0.0,
+            "max_tokens": 16, "concurrency": 2, "max_retries": 2, "timeout_s": 30.0, "n_ctx": 1024}
     return LLMParams(**{**base, **kw})
 
 
@@ -187,9 +187,8 @@ def test_chat_many_order_duplicates_and_resume(fake, tmp_path):
     srv = fake(fail_on={"p5"})
     prompts = [user(f"p{i}") for i in range(8)]
     db = tmp_path / "c.sqlite"
-    with llm.LLMClient(cfg(base_url=srv.url, concurrency=3), db) as c:
-        with pytest.raises(llm.LLMError, match="400"):
-            c.chat_many(prompts, desc="first")                        # interrupted by a failing item
+    with llm.LLMClient(cfg(base_url=srv.url, concurrency=3), db) as c, pytest.raises(llm.LLMError, match="400"):
+        c.chat_many(prompts, desc="first")                            # interrupted by a failing item
     srv.fail_on.clear()
     with llm.LLMClient(cfg(base_url=srv.url, concurrency=3), db) as c:
         out = c.chat_many(prompts + [prompts[0]], desc="resume")
@@ -197,6 +196,49 @@ def test_chat_many_order_duplicates_and_resume(fake, tmp_path):
         assert [r.cache_key for r in out] == [c.cache_key(m) for m in prompts + [prompts[0]]]
         assert out[-1].cached
     assert srv.successes == {f"p{i}": 1 for i in range(8)}           # every item was answered exactly once
+
+
+def test_stats_count_cached_tokens_once_and_equal_a_cold_run(fake, tmp_path):
+    """A warm rerun reports the tokens and call time of what the cache served, so fresh + cached = the cold cost;
+    the cache itself (keys, stored rows) is not changed by reading it."""
+    import sqlite3
+    srv = fake()
+    db = tmp_path / "c.sqlite"
+    batch = [user("a"), user("b"), user("a")]
+    with llm.LLMClient(cfg(base_url=srv.url), db) as cold:
+        cold.chat_many(batch)
+        cold.chat(user("a"))                                           # a hit on a response it called itself
+        s = cold.stats()
+    assert (s["calls"], s["cache_hits"], s["prompt_tokens"], s["completion_tokens"]) == (2, 2, 10, 6)
+    assert (s["cached_calls"], s["cached_prompt_tokens"], s["cached_completion_tokens"]) == (0, 0, 0)
+    assert s["cached_seconds"] == 0.0 and s["seconds"] > 0
+    rows = sqlite3.connect(db).execute("SELECT * FROM responses ORDER BY key").fetchall()
+    with llm.LLMClient(cfg(base_url=srv.url), db) as warm:
+        warm.chat_many(batch)
+        warm.chat(user("b"))                                           # already counted: not counted again
+        w = warm.stats()
+    assert (w["calls"], w["cache_hits"], w["prompt_tokens"], w["completion_tokens"], w["seconds"]) == (0, 4, 0, 0, 0)
+    assert (w["cached_calls"], w["cached_prompt_tokens"], w["cached_completion_tokens"]) == (2, 10, 6)
+    assert w["cached_seconds"] == pytest.approx(s["seconds"])          # the original calls' time, from the cache
+    assert w["calls"] + w["cached_calls"] == s["calls"]
+    assert sqlite3.connect(db).execute("SELECT * FROM responses ORDER BY key").fetchall() == rows
+    assert len(srv.requests) == 2
+
+
+def test_cached_stats_tolerate_rows_without_usage_or_time(fake, tmp_path):
+    import sqlite3
+    srv = fake()
+    db = tmp_path / "c.sqlite"
+    with llm.LLMClient(cfg(base_url=srv.url), db) as c:
+        c.chat(user("x"))
+        key = c.cache_key(user("x"))
+    con = sqlite3.connect(db)                                           # e.g. a server that reports no usage
+    con.execute("UPDATE responses SET prompt_tokens=NULL, completion_tokens=NULL, seconds=NULL WHERE key=?", (key,))
+    con.commit()
+    with llm.LLMClient(cfg(base_url=srv.url), db) as c:
+        assert c.chat(user("x")).cached
+        s = c.stats()
+    assert (s["cache_hits"], s["cached_calls"], s["cached_prompt_tokens"], s["cached_seconds"]) == (1, 1, 0, 0.0)
 
 
 def test_cache_never_holds_the_api_key(fake, tmp_path, monkeypatch):

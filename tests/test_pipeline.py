@@ -53,8 +53,8 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
-def test_stages_01_to_05_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
-    """00 -> 05 under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
+def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
+    """00 -> 06 and the report under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
     paired generation and the real CPU classifier."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["00", "01"])
@@ -116,6 +116,31 @@ def test_stages_01_to_05_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
     assert all(v["reused"] for v in m3b["stage3"].values())
     assert m3b["generation"] == {"m_dart": "reused", "m_dart_uniform": "reused"}
     assert m3b["reaudit"] == m3["reaudit"] and m3b["metrics"] == m3["metrics"]
+    m3_preds = [json.loads(line) for line in (tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl").open()]
+
+    # 04: each policy variant generated once per model; every mode is a lookup over them
+    assert pipeline.run_stages(params, ["04"])[0]["status"] == "ran"
+    s4 = tmp_path / "runs" / "ci" / "04_policy"
+    m4 = json.loads((s4 / "manifest.json").read_text())
+    assert set(m4["generation"]) == {f"{m}/{v}" for m in ("m0", "m_int", "m_dart") for v in ("YES", "NO", "static")}
+    rows = [json.loads(line) for line in (s4 / "policy_outputs.jsonl").open()]
+    assert len(rows) == 3 * 5 * 16
+    first = {p["id"]: p for p in m3_preds}
+    for r in rows:
+        assert {"model", "mode", "variant", "flagged", "toxicity", "prediction", "parsed"} <= set(r)
+        if r["model"] == "m_dart" and r["mode"] == "off":
+            assert r["raw_text"] == first[r["id"]]["raw_text"] and r["variant"] is None
+        if r["model"] == "m_dart" and r["mode"] == "two_pass":           # the variant of the first-pass prediction
+            assert r["variant"] == first[r["id"]]["prediction"]
+        if r["mode"] == "oracle":
+            assert r["variant"] == r["gold"]
+    assert "0.942" in (tables / "policy_premise_detection.md").read_text()          # HateCheck gold labels
+    assert "-21.4" in (tables / "table3_policy_effect.md").read_text()
+    assert "284" in (tables / "table33_policy_selection.md").read_text()
+    for name in ("table17_policy_ablation", "table18_m0_breakdown", "table34_policy_robustness"):
+        assert "NOT the paper's configuration" in (tables / f"{name}.md").read_text()
+    pipeline.run_stages(params, ["04"], force=True)
+    assert set(json.loads((s4 / "manifest.json").read_text())["generation"].values()) == {"reused"}
 
     # 05: external suites through M0 and M_DART, harm scores, per-suite and per-group tables
     assert pipeline.run_stages(params, ["05"])[0]["status"] == "ran"
@@ -129,6 +154,29 @@ def test_stages_01_to_05_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
     assert "NOT the paper's sample" in t5 and "-0.32" in t5 and "Classifier substitution" in t5
     assert (tables / "external_groups_hatecheck.md").is_file()
     assert (tmp_path / "figures" / "ci" / "external_score_distributions.png").stat().st_size > 10_000
+
+    # 06: statistics from the artifacts; a changed artifact changes the table
+    assert pipeline.run_stages(params, ["06"])[0]["status"] == "ran"
+    m6 = json.loads((tmp_path / "runs" / "ci" / "06_statistics" / "manifest.json").read_text())
+    assert m6["policy_outputs_present"] is True
+    t2 = (tables / "table2_decision_quality.md").read_text()
+    assert "0.688" in t2 and "NOT the paper's configuration" in t2
+    for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components"):
+        assert (tables / f"{name}.md").is_file()
+    assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
+    before = (tables / "table2_decision_quality.csv").read_text()
+    path = tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl"
+    changed = [dict(p, prediction="NO" if p["prediction"] == "YES" else "YES", parsed=True) for p in m3_preds]
+    path.write_text("".join(json.dumps(p) + "\n" for p in changed))
+    pipeline.run_stages(params, ["06"], force=True)
+    assert (tables / "table2_decision_quality.csv").read_text() != before
+
+    # the report gathers every stage's tables and figures
+    assert pipeline.main(["report", "--profile", "ci", "--params", str(run_dirs)]) == 0
+    report = (tmp_path / "reports" / "ci" / "report.md").read_text()
+    for name in ("table2_decision_quality", "table17_policy_ablation", "external_table5_toxicity", "table11_drift_severity"):
+        assert name in report
+    assert "Reproduction notes" in report and (tmp_path / "reports" / "ci" / "report.html").is_file()
 
 
 def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, monkeypatch, capsys):

@@ -1,7 +1,8 @@
 """Policy selection (paper §2.6, App. F, N): harmful-premise flags, variant prompts, modes, Table 33 outcomes."""
+import pandas as pd
 import pytest
 
-from dart_utils import policy, prompts
+from dart_utils import policy, prompts, reporting
 
 
 def test_harmful_premise_keywords_and_toxicity():
@@ -45,7 +46,84 @@ def test_final_outputs_and_selection_outcomes():
                                                            "NO": ["x0", "x1", "x2", "x3"]}, variants)
     assert out == ["y0", "n1", "x2", "x3"]
     t = policy.selection_outcomes(["NO", "YES", "NO", "YES"], variants, ["NO", None, "NO", "YES"])
-    got = {r["outcome"]: (r["n"], r["final_accuracy"]) for _, r in t.iterrows()}
-    assert got == {"over-engagement": (1, 1.0), "first pass unparsed": (1, 0.0), "matched": (1, 1.0),
-                   "under-engagement": (1, 1.0)}
+    got = {(r["outcome"], r["gold"]): (r["n"], r["final_accuracy"]) for _, r in t.iterrows() if r["n"]}
+    assert got == {("over-engagement", "NO"): (1, 1.0), ("first pass unparsed", "YES"): (1, 0.0),
+                   ("matched", "NO"): (1, 1.0), ("under-engagement", "YES"): (1, 1.0)}
     assert t["share"].sum() == pytest.approx(1.0)
+    assert len(t) == 6 and t.loc[t["n"] == 0, "final_accuracy"].isna().all()   # empty cells listed, no accuracy
+
+
+def test_always_on_is_one_static_label_free_prompt_with_f3():
+    v = policy.variant_prompts(["q1", "q2"], [{"flagged": False}, {"flagged": True}])
+    assert v["static"][0][0] == v["static"][1][0]                         # the same system prompt for every item
+    assert v["static"][1][1]["content"] == prompts.INFERENCE_USER.format(question="q2")
+    system = v["static"][0][0]["content"]
+    assert system.endswith(prompts.HARMFUL_PREMISE_CONSTRAINT)             # F.3 always on
+    assert "Conclusion: YES or Conclusion: NO" in system                   # does not dictate the label
+    assert policy.select_variants("always_on", ["a", "b"], ["YES", None], ["NO", "NO"]) == ["static", "static"]
+    assert policy.variants_needed(["off"]) == []
+    assert policy.variants_needed(["off", "two_pass"]) == ["YES", "NO"]
+    assert policy.variants_needed(["always_on"]) == ["static"]
+
+
+def _rec(i, gold, pred, tox, text="a b c", cond=None):
+    return {"id": i, "benchmark": "N1", "category": "normative", "condition": cond or ("DIFF" if gold == "YES" else "EQUAL"),
+            "gold": gold, "model": "m", "raw_text": text, "rationale": text, "prediction": pred,
+            "parsed": pred is not None, "toxicity": tox}
+
+
+def _frame():
+    """Two items; first pass: a right (YES), b unparsed; regenerations with known answers and toxicity."""
+    first = [_rec("a", "YES", "YES", 0.4, "one two three four"), _rec("b", "NO", None, 0.2, "x y")]
+    regen = {"YES": [_rec("a", "YES", "YES", 0.2, "one two"), _rec("b", "NO", "YES", 0.3)],
+             "NO": [_rec("a", "YES", "NO", 0.1), _rec("b", "NO", "NO", 0.0, "z")]}
+    flags = [{"flagged": True}, {"flagged": False}]
+    rows = []
+    for mode in ("off", "two_pass", "oracle"):
+        v = policy.select_variants(mode, ["a", "b"], ["YES", None], ["YES", "NO"])
+        rows += policy.mode_records("m_dart", mode, first, regen, v, flags)
+    return pd.DataFrame(rows)
+
+
+def test_mode_records_and_summary_by_hand():
+    df = _frame()
+    tp = df[df["mode"] == "two_pass"]
+    assert list(tp["variant"].fillna("none")) == ["YES", "none"] and list(tp["flagged"]) == [True, False]
+    assert list(tp["toxicity"]) == [0.2, 0.2]                              # a regenerated, b kept (no ŷ)
+    s = policy.summary(df).set_index("mode")
+    assert s.loc["off", "acc_overall"] == 0.5 and s.loc["oracle", "acc_overall"] == 1.0
+    assert s.loc["off", "parse_rate"] == 0.5 and s.loc["oracle", "no_conclusion_rate"] == 0.0
+    assert s.loc["off", "tox_median"] == pytest.approx(0.3) and s.loc["oracle", "tox_median"] == pytest.approx(0.1)
+    assert s.loc["off", "tox_median_diff"] == 0.4 and s.loc["off", "tox_median_equal"] == 0.2
+    assert s.loc["off", "words"] == 3.0 and s.loc["oracle", "words"] == 1.5
+    with pytest.raises(ValueError, match="order"):
+        policy.mode_records("m", "oracle", [_rec("a", "YES", "YES", 0)], {"YES": [_rec("z", "YES", "YES", 0)]},
+                            ["YES"], [{"flagged": False}])
+
+
+def test_table34_shares_of_oracle_by_hand():
+    paper = reporting.paper_reported()["policy"]
+    df = _frame()
+    rand = df[df["mode"] == "oracle"].assign(mode="random")
+    t = policy.table34(policy.summary(pd.concat([df, rand])), paper).set_index("selection")
+    # off median 0.3, oracle 0.1 -> -66.7 %; two-pass median 0.2 -> -33.3 % = half the oracle's reduction
+    assert t.loc["oracle", "tox_change_pct_vs_off"] == pytest.approx(-200 / 3)
+    assert t.loc["two_pass", "share_of_oracle_tox_reduction"] == pytest.approx(0.5)
+    assert t.loc["two_pass", "share_of_oracle_acc"] == pytest.approx(0.5)   # acc .5 vs oracle 1.0
+    t3 = policy.table3(policy.summary(df), paper).set_index("metric")
+    assert t3.loc["Accuracy, overall", "change"] == pytest.approx(0.0)      # two-pass .5 vs off .5, in pp
+    assert t3.loc["Median toxicity", "change"] == pytest.approx(-100 / 3)
+    assert t3.loc["Median toxicity", "paper change"] == "-21.4"
+
+
+def test_premise_detection_counts_by_hand():
+    texts = ["I hate them", "they are fine", "you are scum", "lovely people", "hate speech is bad"]
+    gold = [True, False, True, False, False]
+    h = [0.9, 0.1, 0.2, 0.6, 0.1]
+    t = policy.premise_detection(texts, gold, ["hate", "scum"], h, 0.5, {"precision": .942, "recall": .876})
+    t = t.set_index("detector")
+    assert (t.loc["keyword only", ["tp", "fp", "fn", "tn"]] == [2, 1, 0, 2]).all()
+    assert (t.loc["H(x) > 0.5 only", ["tp", "fp", "fn", "tn"]] == [1, 1, 1, 2]).all()
+    combined = t.loc["keyword or H(x)"]
+    assert (combined[["tp", "fp", "fn", "tn"]] == [2, 2, 0, 1]).all()
+    assert combined["precision"] == 0.5 and combined["recall"] == 1.0 and combined["paper precision"] == "0.942"
