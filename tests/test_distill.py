@@ -2,8 +2,9 @@
 
 import pytest
 
-from dart_utils.llm import LLMResponse
-from dart_utils import distill, params as P, prompts
+from dart_utils.core import params as P
+from dart_utils.dart import distill, prompts
+from dart_utils.lm.llm import LLMResponse
 
 
 def reply(text, cache_key="k", **kw):
@@ -39,10 +40,11 @@ class ScriptedTeacher:
     """Answers each conversation by its length (round) from a script: a stand-in to test the control flow only."""
 
     def __init__(self, script):
-        self.script, self.cfg, self.seen = script, P.load("ci").teacher, []
+        self.script, self.cfg, self.seen, self.descs = script, P.load("ci").teacher, [], []
 
     def chat_many(self, batch, desc=""):
         self.seen.append(batch)
+        self.descs.append(desc)
         return [reply(self.script[m[1]["content"].rsplit("Prompt: ", 1)[1]][(len(m) - 2) // 2]) for m in batch]
 
 
@@ -74,6 +76,9 @@ def test_distill_rounds_merge_and_rejections():
     assert round1["q-missing-line"] == prompts.CONCLUSION_ONLY_MESSAGE
     assert "Conclusion: NO" in round1["q-wrong"] and "Rewrite" in round1["q-wrong"]
     assert len(teacher.seen) == 3 and len(teacher.seen[2]) == 1  # only the still-failing item goes on
+    assert teacher.descs == ["teacher round 0", "teacher round 1", "teacher round 2"]
+    assert teacher.seen[0] == [prompts.teacher_distill_messages(r["question"], r["gold"]) for r in ROWS]
+    assert accepted["X-1"]["cache_keys"] == ["k", "k"] and accepted["X-1"]["raw_text"] == "Conclusion: NO"
     table = distill.acceptance_table(result)
     assert table["n"].sum() == 4 and table.attrs["final_rejection_reasons"] == {"wrong_conclusion": 1}
 

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from dart_utils import evaluation as E
+from dart_utils.dart import evaluation as E
 
 
 def frame(rows):

@@ -1,15 +1,16 @@
-"""External safety suites (dart_utils.external): counts on the real staged data, schema, sampling, abstention."""
+"""External safety suites (dart_utils.data.external): counts on the real staged data, schema, sampling (the
+allocator and the sampler themselves: test_sampling.py; abstention: test_safety_eval.py)."""
+import hashlib
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from dart_utils import external as E
-from dart_utils.data import DataError
+from dart_utils.data import external as E
+from dart_utils.data.suite import DataError
 
 EXT = E.external_dir()
 needs_data = pytest.mark.skipif(
@@ -184,41 +185,56 @@ def test_sample_keeps_small_strata_and_several_fields():
     assert len(E.sample(ds, 7, seed=0, stratify_by=None)) == 7
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.integers(1, 60), min_size=1, max_size=8),
-       st.data())
-def test_allocate_properties(sizes, data):
-    total = sum(sizes.values())
-    n = data.draw(st.integers(0, total + 5))
-    alloc = E.allocate(sizes, n)
-    assert sum(alloc.values()) == min(n, total)
-    assert all(0 <= alloc[k] <= sizes[k] for k in sizes)
-    if len(sizes) <= n:
-        assert all(a >= 1 for a in alloc.values())
-    if n < total and all(n * s / total >= 1 for s in sizes.values()):
-        assert all(abs(alloc[k] - n * sizes[k] / total) < 1 for k in sizes)
-    assert alloc == E.allocate(dict(reversed(list(sizes.items()))), n)  # independent of key order
+# Ids that external.sample drew BEFORE it moved onto core.sampling (computed with the old code on the staged suites):
+# the move must not change a single drawn prompt, or every cached generation of stage 05 would be for other prompts.
+OLD_SAMPLE_IDS = {
+    ("HolisticBias", 7): ["holisticbias:ability:58cb309f57", "holisticbias:ability:35ed1bfe0f",
+                          "holisticbias:body_type:25e11f7c97", "holisticbias:characteristics:13e271a921",
+                          "holisticbias:characteristics:0081fd9858", "holisticbias:religion:a2da1d3bdd",
+                          "holisticbias:religion:a6f31390ec"],
+    ("HateCheck-1000", 7): ["hatecheck:2177", "hatecheck:140", "hatecheck:783", "hatecheck:1460", "hatecheck:276",
+                            "hatecheck:576", "hatecheck:116"],
+    ("BOLD", 7): ["bold:race:European_Americans:John_Wayles_Eppes:0", "bold:political_ideology:right-wing:New_Right:3",
+                  "bold:profession:theatre_personnel:Musical_theatre:4", "bold:religious_ideology:judaism:Judaism:22",
+                  "bold:race:African_Americans:Doug_Glanville:0", "bold:gender:American_actors:Ron_Randell:1",
+                  "bold:profession:nursing_specialties:Wound_care:0"],
+}
+# sha256 (first 16 hex) of json.dumps(list of drawn ids) from the old code; (suite, n, seed, stratify_by)
+OLD_SAMPLE_HASHES = {
+    ("BOLD", 40, 42, "stratum"): "c333c99b77de178b", ("BOLD", 100, 42, "stratum"): "12588cc8df42e670",
+    ("HolisticBias", 40, 42, "stratum"): "9b9831aaade7f5bf", ("HolisticBias", 100, 42, "stratum"): "2b5e45fb1d6c0481",
+    ("RTP", 7, 42, "stratum"): "b539b921559fc6bf", ("RTP", 40, 42, "stratum"): "bef0af81ef3b450f",
+    ("RTP", 100, 42, "stratum"): "f94343b928b6decd", ("HateCheck", 7, 42, "stratum"): "ebc7784e10efacf7",
+    ("HateCheck", 40, 42, "stratum"): "472bc13641483f06", ("HateCheck", 100, 42, "stratum"): "e735399e636d0ca7",
+    ("HateCheck", 50, 3, ("stratum", "label_gold")): "b3a2cabc73d57e85",
+    ("HateCheck", 25, 42, None): "42d79a798ed1c8f5",
+    ("HateCheck-1000", 40, 42, "stratum"): "669c6762a53dfe93",
+    ("HateCheck-1000", 100, 42, "stratum"): "454b9ac5e229178a",
+}
 
 
-# --- abstention ---
-
-OUTPUTS = [
-    "The statement stereotypes a group.\nConclusion: NO",         # parsed
-    "Group membership matters here.\n**Conclusion:** YES",        # parsed (markdown)
-    "I'm sorry, but I can't help with that request.",              # refusal
-    "This could go either way.\nConclusion: YES or NO",            # hedge
-    "",                                                            # empty
-    "Dry lightning is used in Australia, where it starts fires.",  # a continuation, no conclusion
-]
+@needs_data
+def test_sample_draws_what_the_old_sampler_drew(suites):
+    for (name, n), ids in OLD_SAMPLE_IDS.items():
+        assert list(E.sample(suites[name], n, seed=42)["id"]) == ids, name
+    for (name, n, seed, by), digest in OLD_SAMPLE_HASHES.items():
+        by = list(by) if isinstance(by, tuple) else by
+        got = list(E.sample(suites[name], n, seed=seed, stratify_by=by)["id"])
+        assert hashlib.sha256(json.dumps(got).encode()).hexdigest()[:16] == digest, (name, n, seed, by)
 
 
-def test_abstention_rate_on_hand_written_outputs():
-    assert E.abstention_rate(OUTPUTS) == pytest.approx(4 / 6)
-    assert E.abstention_rate(OUTPUTS[:2]) == 0.0
-    assert E.abstention_rate([None, OUTPUTS[2]]) == 1.0
+def test_external_does_not_import_dart():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(E))
+    modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not any(m.startswith("dart") or m.startswith("..dart") or ".dart" in m for m in modules), modules
+    assert not hasattr(E, "abstention") and not hasattr(E, "allocate")
 
 
-def test_abstention_from_flags():
-    assert E.abstention([True, False, False, True]) == 0.5
-    assert E.abstention(iter([True] * 3)) == 0.0
-    assert E.abstention([]) != E.abstention([])                         # NaN for no outputs
+def test_suite_files_name_the_staged_files(tmp_path):
+    paths = E.suite_files(tmp_path, {"BOLD": 40, "HateCheck-1000": 40})
+    assert paths == [tmp_path / E.FILES["bold"][0], tmp_path / E.FILES["hatecheck_1000"][0]]
+    assert E.suite_files(tmp_path, ["RTP"]) == [tmp_path / E.FILES["rtp"][0]]
+    with pytest.raises(ValueError, match="unknown external suites"):
+        E.suite_files(tmp_path, ["XSTest"])

@@ -1,11 +1,13 @@
 """Batched generation (left padding, input order, greedy == one at a time) and M0/M_int switching on one model."""
 import pytest
 import torch
+from helpers import smollm2_tokenizer, tiny_random_llama
 from peft import LoraConfig, get_peft_model
 
-from dart_utils import models as M
-from dart_utils.generation import GenerationResult, generate, merge_system, render_prompt_ids, use_adapter
-from dart_utils.params import GenerationParams
+from dart_utils.core.params import GenerationParams
+from dart_utils.lm import student as M
+from dart_utils.lm.chat import merge_system, render_prompt_ids
+from dart_utils.lm.generation import GenerationResult, generate, use_adapter
 
 PROMPTS = [
     [{"role": "user", "content": "Hi"}],
@@ -27,12 +29,12 @@ def _gp(batch_size=8, max_new_tokens=8, do_sample=False):
 
 @pytest.fixture(scope="module")
 def tok():
-    return M.smollm2_tokenizer()
+    return smollm2_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model(tok):
-    return M.tiny_random_llama(tok, seed=1)
+    return tiny_random_llama(tok, seed=1)
 
 
 def test_batched_equals_one_at_a_time_and_keeps_order(tok, model):
@@ -79,14 +81,14 @@ def test_system_role_false_renders_merged_prompt(tok):
 
 
 def test_disable_adapter_equals_base_model(tok, tmp_path):
-    base = M.tiny_random_llama(tok, seed=2)
+    base = tiny_random_llama(tok, seed=2)
     want = generate(base, tok, PROMPTS, _gp(), seed=0, progress=False).texts
     # two random non-zero adapters (LoRA's default init is a no-op, so it would prove nothing)
     for name, seed in (("M_int", 10), ("M_DART", 11)):
         torch.manual_seed(seed)
         cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
                          init_lora_weights=False, task_type="CAUSAL_LM")
-        tmp_model = get_peft_model(M.tiny_random_llama(tok, seed=2), cfg)
+        tmp_model = get_peft_model(tiny_random_llama(tok, seed=2), cfg)
         tmp_model.save_pretrained(tmp_path / name)
     model = M.attach_adapter(base, tmp_path / "M_int", name="M_int")
     model = M.attach_adapter(model, tmp_path / "M_DART", name="M_DART")
@@ -105,5 +107,5 @@ def test_disable_adapter_equals_base_model(tok, tmp_path):
         with use_adapter(model, "nope"):
             pass
     with pytest.raises(ValueError, match="has no adapters"):
-        with use_adapter(M.tiny_random_llama(tok), "M_int"):
+        with use_adapter(tiny_random_llama(tok), "M_int"):
             pass

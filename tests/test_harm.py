@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from dart_utils import harm
-from dart_utils.offline_models import ModelNotAvailable
-from dart_utils.params import HarmParams
+from dart_utils.core.params import HarmParams
+from dart_utils.dart import harm
+from dart_utils.lm.offline_models import ModelNotAvailable
 
 SENTENCES = ["the cat sat on the mat", "you are a hateful stupid idiot", "have a nice day my friend",
              "I will hurt you", "this answer is a careful analysis of the question"]

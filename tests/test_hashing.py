@@ -5,7 +5,7 @@ import datasets
 import numpy as np
 import pytest
 
-from dart_utils.hashing import content_key
+from dart_utils.core.hashing import content_key
 
 
 def test_dataset_column_is_hashed_in_full():

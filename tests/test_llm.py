@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dart_utils import llm, offline_models
-from dart_utils.params import LLMParams, ParamsError
+from dart_utils.core.params import LLMParams, ParamsError
+from dart_utils.lm import llm, offline_models
 
 SMOL = "smollm2-135m-instruct-q4_1"
 

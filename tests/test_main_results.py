@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dart_utils import main_results as MR
-from dart_utils import params as P
-from dart_utils import reporting
-from dart_utils.runs import Run, write_jsonl
+from dart_utils.analysis import main_results as MR
+from dart_utils.core import params as P
+from dart_utils.core.artifacts import write_jsonl
+from dart_utils.core.paper import reported
 
 RULE = SimpleNamespace(acc_small_pp=2.0, acc_large_pp=10.0, tox_small_pct=5.0, tox_large_pct=20.0)
 N_BOOT = 500
@@ -132,7 +132,7 @@ def test_table16_g_is_abs_b_minus_c_over_all_items():
     t, _ = MR.table16(preds)
     r = t[(t.comparison == "M0 → M_DART") & (t.metric == "EQUAL")].iloc[0]
     assert (r["n"], r["b"], r["c"], r["g"], r["size"]) == (5, 0, 4, 0.8, "large")
-    assert r["paper"] == reporting.paper_reported()["table16"]["acc_equal"]
+    assert r["paper"] == reported("table16")["acc_equal"]
     d = t[(t.comparison == "M0 → M_DART") & (t.metric == "DIFF")].iloc[0]
     assert (d["b"], d["c"], d["g"], d["size"], d["p"]) == (0, 0, 0.0, "negligible", 1.0)
     mi = t[(t.comparison == "M0 → M_int") & (t.metric == "Overall")].iloc[0]
@@ -222,13 +222,13 @@ def test_component_effect_and_table4_rows():
     assert w.loc["Policy (on M0)", "Parse% (this run)"] == MR.NOT_RUN
     assert w.loc["Full DART + Policy", "EQUAL (paper)"] == MR.AMBIGUOUS
     assert len(long) == 24 and set(long["column"]) == {"Acc", "EQUAL", "Tox.↓", "Parse%"}
-    notes = MR.table4_notes(RULE, 0.05, policy_present=False)
-    assert any("make stage-04" in x for x in notes) and any("10.0 pp" in x for x in notes)
+    notes = MR.table4_notes(RULE, 0.05)
+    assert any("10.0 pp" in x for x in notes) and any("not implemented" in x for x in notes)
 
 
 # ---- paper transcription ----------------------------------------------------------------------------------------
 def test_paper_numbers_agree_with_each_other():
-    ref = reporting.paper_reported()
+    ref = {s: reported(s) for s in ("toxicity_shift", "table2", "figure3", "stage1_m_int", "table2_marks", "table4")}
     med = ref["toxicity_shift"]["median"]
     assert round(100 * (med["m_int"] / med["m0"] - 1), 1) == ref["toxicity_shift"]["m0_to_m_int"]["change_pct"]
     assert round(100 * (1 - med["m_dart"] / med["m_int"]), 1) == ref["toxicity_shift"]["m_int_to_m_dart"]["decrease_pct"]
@@ -251,33 +251,31 @@ def test_paper_numbers_agree_with_each_other():
 
 # ---- artifacts: loading, a changed artifact changes the table ---------------------------------------------------
 def _write_run(root, m_dart_correct):
-    paths = MR.artifact_paths(root)
+    paths = {name: root / f"{name}.{'json' if name == 'harm_scorers' else 'jsonl'}" for name in MR.ARTIFACTS}
     ids = [f"i{k:03d}" for k in range(8)]
     base = frame([True, False] * 4).drop(columns="toxicity")
     for m, correct in (("m0", [False] * 8), ("m_int", [True] * 8), ("m_dart", m_dart_correct)):
         df = base.assign(prediction=["YES" if c else "NO" for c in correct], model=m)
         write_jsonl(df.to_dict("records"), paths[f"predictions_{m}"])
-    write_jsonl([{"id": i, "model": m, "toxicity": 0.1} for m in ("m0", "m_int") for i in ids], paths["harm_scores_02"])
-    write_jsonl([{"id": i, "model": "m_dart", "toxicity": 0.05} for i in ids], paths["harm_scores_03"])
-    for k in ("pairs_02", "drift_pool_02", "drift_pool_03", "repair_targets"):
+    write_jsonl([{"id": i, "model": m, "toxicity": 0.1} for m in ("m0", "m_int") for i in ids], paths["harm_scores"])
+    write_jsonl([{"id": i, "model": "m_dart", "toxicity": 0.05} for i in ids], paths["harm_scores_m_dart"])
+    for k in ("drift_pool", "drift_pool_m_dart", "repair_targets", "policy_outputs"):
         write_jsonl([], paths[k])
-    paths["manifest_02"].write_text(json.dumps({"scorers": {"toxicity": {"model": "stub", "substitution": "a stub"}}}))
+    paths["harm_scorers"].write_text(json.dumps({"toxicity": {"model": "stub", "substitution": "a stub"}}))
     return paths
 
 
-def test_missing_artifacts_name_the_stage(tmp_path):
-    paths = MR.artifact_paths(tmp_path)
-    missing = MR.missing_artifacts(paths)
-    assert any("predictions_m0.jsonl (make stage-01)" in m for m in missing)
-    assert any("drift_pool_m_dart.jsonl (make stage-03)" in m for m in missing)
-    assert not any("policy_outputs" in m for m in missing)          # optional
+def test_load_run_names_a_missing_artifact(tmp_path):
+    paths = _write_run(tmp_path, [True] * 8)
+    del paths["harm_scorers"]
+    with pytest.raises(KeyError, match="harm_scorers"):
+        MR.load_run(paths)
 
 
 def test_a_changed_artifact_changes_table2(tmp_path):
     paths = _write_run(tmp_path, [True] * 8)
-    assert MR.missing_artifacts(paths) == []
     data = MR.load_run(paths)
-    assert data.policy is None and data.preds["m_dart"]["toxicity"].eq(0.05).all()
+    assert data.policy.empty and data.preds["m_dart"]["toxicity"].eq(0.05).all()
     assert MR.scorer_notes(data.scorer) == ["Classifier substitution: stub instead of the paper's RoBERTa classifiers — a stub"]
     t1, _ = MR.table2(data.preds["m0"], data.preds["m_dart"], "llama-3-8b-instruct")
     _write_run(tmp_path, [True] * 7 + [False])
@@ -289,7 +287,7 @@ def test_a_changed_artifact_changes_table2(tmp_path):
 
 def test_load_run_refuses_missing_toxicity(tmp_path):
     paths = _write_run(tmp_path, [True] * 8)
-    write_jsonl([{"id": "i000", "model": "m_dart", "toxicity": 0.05}], paths["harm_scores_03"])
+    write_jsonl([{"id": "i000", "model": "m_dart", "toxicity": 0.05}], paths["harm_scores_m_dart"])
     with pytest.raises(ValueError, match="no toxicity score"):
         MR.load_run(paths)
 
@@ -305,18 +303,22 @@ def test_policy_frame_selects_model_and_mode():
 # ---- display and figure -----------------------------------------------------------------------------------------
 def test_tidy_keeps_small_toxicities_and_marks_missing():
     df = pd.DataFrame({"tox": [3.812e-5, 0.0182311], "acc": [0.12345, np.nan], "p": [3.1e-21, 0.4567]})
-    t = MR.tidy(df, 3, p_columns=("p",), sig_columns=("tox",))
+    from dart_utils.reporting.tables import tidy
+    t = tidy(df, 3, p_columns=("p",), sig_columns=("tox",))
     assert list(t.columns) == ["tox", "acc", "p"]
     assert t["tox"].tolist() == [3.81e-5, 0.0182] and t["acc"].tolist() == [0.123, "—"]
     assert t["p"].tolist() == [3.1e-21, 0.46]
 
 
-def test_figure3_writes_png_and_pdf(tmp_path):
-    params = P.load("ci", overrides={"run": {"name": "t06", "runs_dir": str(tmp_path / "runs"),
-                                             "tables_dir": str(tmp_path / "tables"),
-                                             "figures_dir": str(tmp_path / "figures")}})
+def test_figure3_draws_the_data(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from dart_utils.reporting import figures
     rng = np.random.default_rng(2)
     preds = {m: frame(list(rng.random(20) < 0.5), toxicity=rng.uniform(0, 1, 20)) for m in MR.MODELS}
-    paths = reporting.figure3(MR.figure3_data(preds, "llama-3-8b-instruct", n_resamples=100), Run(params),
-                              tox_label="stub", paper_label="llama-3-8b-instruct")
-    assert paths["png"].stat().st_size > 10_000 and paths["pdf"].is_file()
+    fig = figures.figure3(MR.figure3_data(preds, "llama-3-8b-instruct", n_resamples=100), "ci",
+                          tox_label="stub", paper_label="llama-3-8b-instruct")
+    assert len(fig.axes) == 3
+    fig.savefig(tmp_path / "f3.png")
+    plt.close(fig)
+    assert (tmp_path / "f3.png").stat().st_size > 10_000

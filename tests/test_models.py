@@ -1,11 +1,11 @@
 """Student loading: GGUF converted once and reused, clear errors for unavailable hub models, precision resolution."""
 import pytest
 import torch
+from helpers import SMOLLM2, smollm2_tokenizer, tiny_random_llama
 
-from dart_utils import models as M
-from dart_utils.offline_models import ModelNotAvailable
-from dart_utils.params import StudentParams
-
+from dart_utils.core.params import StudentParams
+from dart_utils.lm import student as M
+from dart_utils.lm.offline_models import ModelNotAvailable
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,9 +58,9 @@ def test_gguf_unknown_name(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ tiny model
 def test_tiny_random_llama_matches_tokenizer():
-    tok = M.smollm2_tokenizer()
+    tok = smollm2_tokenizer()
     assert tok.padding_side == "left" and tok.pad_token is not None
-    a, b = M.tiny_random_llama(tok, seed=3), M.tiny_random_llama(tok, seed=3)
+    a, b = tiny_random_llama(tok, seed=3), tiny_random_llama(tok, seed=3)
     assert a.config.vocab_size == len(tok) and a.config.num_hidden_layers == 2
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert sum(p.numel() for p in a.parameters()) < 5_000_000
@@ -70,13 +70,13 @@ def test_tiny_random_llama_matches_tokenizer():
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     cache = tmp_path_factory.mktemp("model_cache")
-    model, tok = M.load_student(_student("gguf", M.SMOLLM2), cache)
+    model, tok = M.load_student(_student("gguf", SMOLLM2), cache)
     return cache, model, tok
 
 
 def test_gguf_converts_to_transformers_dir(converted):
     cache, model, tok = converted
-    out = cache / M.SMOLLM2
+    out = cache / SMOLLM2
     assert (out / M.CONVERSION_MARKER).is_file() and (out / "config.json").is_file()
     assert list(out.glob("*.safetensors")) and (out / "tokenizer_config.json").is_file()
     assert not [p for p in cache.iterdir() if ".tmp-" in p.name]
@@ -91,8 +91,8 @@ def test_gguf_converts_to_transformers_dir(converted):
 
 def test_gguf_model_is_sane(converted):
     """The dequantized weights are the real model: it answers a trivial question."""
-    from dart_utils.generation import generate
-    from dart_utils.params import GenerationParams
+    from dart_utils.core.params import GenerationParams
+    from dart_utils.lm.generation import generate
     _, model, tok = converted
     gp = GenerationParams(max_new_tokens=12, do_sample=False, temperature=0.2, top_p=0.9, batch_size=1)
     res = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], gp, seed=0,
@@ -102,7 +102,7 @@ def test_gguf_model_is_sane(converted):
 
 def test_gguf_second_load_reuses_conversion(converted, monkeypatch):
     cache, _, _ = converted
-    out = cache / M.SMOLLM2
+    out = cache / SMOLLM2
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     from transformers import AutoModelForCausalLM, AutoTokenizer
     calls = []
@@ -115,7 +115,7 @@ def test_gguf_second_load_reuses_conversion(converted, monkeypatch):
         return f
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy(real_model))
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy(real_tok))
-    model, tok = M.load_student(_student("gguf", M.SMOLLM2, dtype="fp32"), cache)
+    model, tok = M.load_student(_student("gguf", SMOLLM2, dtype="fp32"), cache)
     assert calls and all(c is None for c in calls), "the GGUF was read again"
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
     assert model.dtype == torch.float32
@@ -124,6 +124,6 @@ def test_gguf_second_load_reuses_conversion(converted, monkeypatch):
 def test_hf_source_local_directory(converted):
     """source 'hf' with a local directory (here the converted SmolLM2) loads without the hub."""
     cache, _, _ = converted
-    model, tok = M.load_student(_student("hf", str(cache / M.SMOLLM2), dtype="bf16"), cache)
+    model, tok = M.load_student(_student("hf", str(cache / SMOLLM2), dtype="bf16"), cache)
     assert model.dtype == torch.bfloat16 and tok.padding_side == "left"
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from dart_utils import params as P
+from dart_utils.core import params as P
 from dart_utils.pipeline import main as pipeline_main
 
 STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m"]
@@ -132,7 +132,7 @@ def test_gpu_requirement_by_profile():
 
 
 def test_audit_and_repair_sections():
-    from dart_utils.params import ParamsError, load
+    from dart_utils.core.params import ParamsError, load
     p = load("paper")
     assert p.audit.mode == "screened" and p.harm.tau_delta == 0.01 and p.audit.taus == [0.005, 0.01, 0.02, 0.03, 0.05]
     assert p.repair.severity_weights == {"mild": 1, "moderate": 2, "severe": 3, "extreme": 4}
@@ -143,3 +143,96 @@ def test_audit_and_repair_sections():
         load("cpu", overrides={"repair": {"severity_weights": {"sever": 2}}})
     with pytest.raises(ParamsError, match="audit.mode"):
         load("cpu", overrides={"audit": {"mode": "screen"}})
+
+
+# ---- ranges: a value that cannot work fails at load time, naming the key and the file that set it ----------------
+OUT_OF_RANGE = [
+    ("run", "seed", -1), ("splits", "train_per_stratum", 0), ("splits", "val_per_stratum", -1),
+    ("splits", "test_per_stratum", 0), ("splits", "cv_folds", 1), ("splits", "cv_folds", -2),
+    ("splits", "examples_per_benchmark", -1), ("teacher", "temperature", -0.1), ("judge", "max_tokens", 0),
+    ("teacher", "concurrency", 0), ("judge", "max_retries", -1), ("teacher", "timeout_s", 0.0),
+    ("judge", "n_ctx", 128), ("training", "lora_r", 0), ("training", "lora_alpha", 0),
+    ("training", "lora_dropout", 1.0), ("training", "learning_rate", -1), ("training", "learning_rate", 0.0),
+    ("training", "epochs", 0), ("training", "batch_size", 0), ("training", "per_device_batch_size", 0),
+    ("training", "warmup_ratio", 1.0), ("training", "max_length", 8), ("training", "target_modules", []),
+    ("distill", "format_fix_rounds", -1), ("distill", "min_sentences", 0), ("generation", "max_new_tokens", 0),
+    ("generation", "temperature", -1.0), ("generation", "top_p", 0.0), ("generation", "top_p", 1.5),
+    ("generation", "batch_size", 0), ("harm", "tau_delta", -0.01), ("audit", "judge_retries", -1),
+    ("audit", "novel_safe_below", -0.5), ("audit", "taus", []), ("audit", "annotation_n_flagged", -1),
+    ("audit", "annotation_n_unflagged", -1), ("audit", "calibration_n", -1), ("audit", "examples", -1),
+    ("repair", "retries", -1), ("external", "alpha", 0.0), ("external", "alpha", 1.0),
+    ("policy", "toxicity_threshold", 1.5), ("policy", "premise_labelled_n", 0), ("policy", "examples", -1),
+    ("statistics", "n_resamples", 0), ("statistics", "alpha", 1.0), ("statistics", "bonferroni_comparisons", 0),
+]
+
+
+@pytest.mark.parametrize("section,key,value", OUT_OF_RANGE)
+def test_out_of_range_names_key_and_file(tmp_path, section, key, value):
+    f = _extra(tmp_path, {section: {key: value}})
+    with pytest.raises(P.ParamsError) as e:
+        P.load("cpu", extra_files=[f])
+    assert f"parameter '{section}.{key}' (set in {f})" in str(e.value)
+
+
+@pytest.mark.parametrize("override,dotted", [
+    ({"splits": {"test_per_stratum_by_benchmark": {"D1": 0}}}, "splits.test_per_stratum_by_benchmark.D1"),
+    ({"audit": {"taus": [0.01, -0.02]}}, "audit.taus.1"),
+    ({"repair": {"severity_weights": {"mild": 0}}}, "repair.severity_weights.mild"),
+    ({"external": {"sizes": {"BOLD": -1}}}, "external.sizes.BOLD"),
+    ({"statistics": {"table4": {"acc_small_pp": -1.0}}}, "statistics.table4.acc_small_pp"),
+])
+def test_out_of_range_inside_maps_and_lists(tmp_path, override, dotted):
+    f = _extra(tmp_path, override)
+    with pytest.raises(P.ParamsError) as e:
+        P.load("cpu", extra_files=[f])
+    assert f"parameter '{dotted}' (set in {f})" in str(e.value)
+
+
+def test_range_edges_that_work_still_load():
+    p = P.load("cpu", overrides={"splits": {"val_per_stratum": 0, "cv_folds": 0}, "external": {"sizes": {"RTP": None}},
+                                 "training": {"lora_dropout": 0.0, "warmup_ratio": 0.0},
+                                 "generation": {"top_p": 1.0, "temperature": 0.0, "do_sample": False},
+                                 "policy": {"toxicity_threshold": 1.0, "premise_labelled_n": None},
+                                 "audit": {"calibration_n": 0}})
+    assert p.splits.cv_folds == 0 and p.external.sizes["RTP"] is None and p.audit.calibration_n == 0
+
+
+def test_batch_size_must_be_a_multiple_of_the_per_device_size(tmp_path):
+    f = _extra(tmp_path, {"training": {"per_device_batch_size": 3}})
+    with pytest.raises(P.ParamsError) as e:
+        P.load("cpu", extra_files=[f])
+    msg = str(e.value)
+    assert "'training.batch_size' (set in params/base.yaml)" in msg
+    assert f"'training.per_device_batch_size' (set in {f})" in msg and "not a multiple" in msg
+
+
+def test_sentence_range_and_sampling_temperature(tmp_path):
+    f = _extra(tmp_path, {"distill": {"max_sentences": 1}})
+    with pytest.raises(P.ParamsError, match=rf"'distill.max_sentences' \(set in {f}\).*'distill.min_sentences' "
+                                            r"\(set in params/base.yaml\)"):
+        P.load("cpu", extra_files=[f])
+    g = _extra(tmp_path, {"generation": {"do_sample": True, "temperature": 0.0}}, name="sample.yaml")
+    with pytest.raises(P.ParamsError, match=rf"'generation.temperature' \(set in {g}\).*do_sample"):
+        P.load("cpu", extra_files=[g])
+    assert P.load("cpu", overrides={"generation": {"do_sample": True}}).generation.temperature == 0.2
+
+
+def test_every_profile_and_student_still_loads():
+    for profile in ("paper", "cpu"):
+        for student in STUDENTS:
+            assert P.load(profile, student).student_file == student
+    assert {P.load(p).audit.calibration_n for p in ("paper", "cpu", "ci")} == {400}
+
+
+# ---- origin: which file set each key stays available after loading ------------------------------------------------
+def test_origin_names_the_file_that_set_a_key(tmp_path):
+    f = _extra(tmp_path, {"training": {"epochs": 2.0}})
+    p = P.load("cpu", extra_files=[f])
+    assert p.origin("training.epochs") == str(f)
+    assert p.origin("splits.train_per_stratum") == "params/cpu.yaml"
+    assert p.origin("external.sizes.BOLD") == "params/cpu.yaml"
+    assert p.origin("audit.calibration_n") == "params/base.yaml"
+    assert p.origin("splits.test_per_stratum_by_benchmark.D1") == "params/cpu.yaml"   # cpu cleared base's map
+    assert P.load("paper", "qwen2.5-14b").origin("student.model_id") == "params/students/qwen2.5-14b.yaml"
+    assert P.validate(p.to_dict()).origin("training.epochs") == "params/base.yaml"   # no files: the default
+    assert P.validate(p.to_dict()) == p                                                # origin is not a value

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dart_utils.parsing import FAILURES, ParsedOutput, parse_output
-from dart_utils.prompts import render_target
+from dart_utils.dart.parsing import FAILURES, ParsedOutput, parse_output
+from dart_utils.dart.prompts import render_target
 
 
 def ok(text, conclusion, rationale=None):

@@ -4,13 +4,14 @@ import json
 import pytest
 
 from dart_utils import pipeline
-from dart_utils.params import load
+from dart_utils.core.params import load
+from dart_utils.core.stage import registry
 
 pytestmark = pytest.mark.slow
 
 
 def test_source_notebooks_are_clean_and_parameterised():
-    nbs = pipeline.stages()
+    nbs = [s.notebook for s in registry().stages]
     assert nbs and nbs[0].stem == "00_data_splits"
     for nb in nbs:
         cells = json.loads(nb.read_text())["cells"]
@@ -35,10 +36,22 @@ def test_stage_00_runs_skips_and_reruns(run_dirs, tmp_path, capsys):
 
     # unchanged inputs and parameters: not rerun
     assert pipeline.run_stages(params, ["00"])[0]["status"] == "skipped"
-    # a parameter change invalidates the stamp
+    # a declared output deleted: the stage reruns to restore it
+    (stage / "cv_folds.jsonl").unlink()
+    assert pipeline.run_stages(params, ["00"])[0]["status"] == "ran"
+    # a parameter change of a section it declares invalidates the stamp; another section does not
+    assert pipeline.run_stages(load("ci", extra_files=[run_dirs], overrides={"judge": {"max_tokens": 99}}),
+                               ["00"])[0]["status"] == "skipped"
     changed = load("ci", extra_files=[run_dirs], overrides={"splits": {"seed": 3}})
     assert changed.run_name == params.run_name
     assert pipeline.run_stages(changed, ["00"])[0]["status"] == "ran"
+    # a deleted declared input stops the consuming stage before it starts, naming the stage that writes it
+    (stage / "test.jsonl").unlink()
+    with pytest.raises(SystemExit):
+        pipeline.run_stages(changed, ["01"], force=True)
+    err = capsys.readouterr().err
+    assert "01_distill cannot start" in err and "split_test" in err and "written by stage 00_data_splits" in err
+    assert "make stage-00 PROFILE=ci" in err
 
 
 def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch, capsys):
@@ -49,7 +62,7 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert "Stage 00_data_splits FAILED in cell" in err
-    assert "data.load_suite(PARAMS)" in err and "DataError" in err and "benchmark file not found" in err
+    assert "suite.load_suite(P)" in err and "DataError" in err and "benchmark file not found" in err
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
@@ -64,12 +77,14 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     accepted = manifest["teacher_acceptance"]["accepted"]
     assert accepted + manifest["teacher_acceptance"]["rejected"] == 16 and accepted > 0
     assert manifest["stage1"]["steps"] >= 1 and (stage / "stage1" / "adapter" / "adapter_config.json").is_file()
-    for name in ("m0", "m_int"):
+    for name in ("m0", "m_int", "val_m0", "val_m_int"):
         preds = [json.loads(line) for line in (stage / f"predictions_{name}.jsonl").open()]
         assert len(preds) == 16 and all({"raw_text", "rationale", "prediction", "parsed"} <= set(p) for p in preds)
     assert set(manifest["metrics"]) == {"m0", "m_int"}
-    assert {"teacher distillation", "stage I training", "inference m0", "inference m_int"} <= set(
+    assert {"teacher distillation", "stage I training", "inference m0", "inference m_int", "inference val/m0"} <= set(
         manifest["wall_time_s"])
+    assert set(manifest["outputs"]) >= {"teacher_targets", "adapter_m_int", "predictions_m0", "predictions_val_m_int",
+                                        "table/stage1_m0_vs_mint/md", "figure/stage1_loss/png"}
     table = (tmp_path / "tables" / "ci" / "stage1_m0_vs_mint.md").read_text()
     assert "paper m0 (llama-3-8b-instruct)" in table and "0.390" in table and "NOT the paper's configuration" in table
     assert (tmp_path / "figures" / "ci" / "stage1_loss.png").is_file()
@@ -78,7 +93,8 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     pipeline.run_stages(params, ["01"], force=True)
     again = json.loads((stage / "manifest.json").read_text())
     assert again["teacher_llm"]["calls"] == 0 and again["teacher_llm"]["cache_hits"] > 0
-    assert again["stage1"]["reused"] is True and again["generation"] == {"m0": "reused", "m_int": "reused"}
+    assert again["stage1"]["reused"] is True
+    assert again["generation"] == {k: "reused" for k in ("m0", "m_int", "val/m0", "val/m_int")}
     assert again["metrics"] == manifest["metrics"]
 
     # 02 -> 03: real classifier, real llama.cpp judge, real repair teacher, real Stage III LoRA, re-audit
@@ -87,12 +103,14 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     audit_m = json.loads((tmp_path / "runs" / "ci" / "02_audit" / "manifest.json").read_text())["audit"]
     assert audit_m["pairs"] == 16 and audit_m["judged"] == audit_m["screened"]          # mode "screened"
     assert audit_m["judge"]["ok"] + audit_m["judge"]["failed"] == audit_m["judged"]
-    assert audit_m["pool"]["confirmed"] == audit_m["judge"]["m_int_worse"]
+    assert audit_m["pool"]["confirmed"] == audit_m["judge"]["candidate_worse"]
     tables = tmp_path / "tables" / "ci"
     t11 = (tables / "table11_drift_severity.md").read_text()
     assert "435" in t11 and "283" in t11                                            # the paper's Table 11 beside ours
     assert "Classifier substitution" in t11 and "NOT the paper's configuration" in t11
     assert (tmp_path / "runs" / "ci" / "02_audit" / "annotation" / "annotation_sheet.csv").is_file()
+    calibration = (tmp_path / "runs" / "ci" / "02_audit" / "calibration" / "calibration_key.csv").read_text()
+    assert "delta" in calibration.splitlines()[0] and len(calibration.splitlines()) == 1 + 16    # all 16 val pairs
 
     m3 = json.loads((tmp_path / "runs" / "ci" / "03_repair" / "manifest.json").read_text())
     assert m3["repair"]["pool"] == audit_m["pool"]["confirmed"]
@@ -153,6 +171,9 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     t5 = (tables / "external_table5_toxicity.md").read_text()
     assert "NOT the paper's sample" in t5 and "-0.32" in t5 and "Classifier substitution" in t5
     assert (tables / "external_groups_hatecheck.md").is_file()
+    answered = (tables / "external_answered_subset.md").read_text()
+    assert "-51.8" in answered and "61.9" not in answered        # no paper hate value beside a toxicity table
+    assert any(k.endswith("hatecheck_dart_subset1000.jsonl") for k in m5["sources"])   # the data files it read
     assert (tmp_path / "figures" / "ci" / "external_score_distributions.png").stat().st_size > 10_000
 
     # 06: statistics from the artifacts; a changed artifact changes the table
@@ -164,6 +185,8 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components"):
         assert (tables / f"{name}.md").is_file()
     assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
+    # nothing changed: every stage is up to date
+    assert {r["status"] for r in pipeline.run_stages(params)} == {"skipped"}
     before = (tables / "table2_decision_quality.csv").read_text()
     path = tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl"
     changed = [dict(p, prediction="NO" if p["prediction"] == "YES" else "YES", parsed=True) for p in m3_preds]

@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from dart_utils import policy, prompts, reporting
+from dart_utils.core.paper import reported
+from dart_utils.dart import policy, prompts
 
 
 def test_harmful_premise_keywords_and_toxicity():
@@ -102,15 +103,14 @@ def test_mode_records_and_summary_by_hand():
 
 
 def test_table34_shares_of_oracle_by_hand():
-    paper = reporting.paper_reported()["policy"]
     df = _frame()
     rand = df[df["mode"] == "oracle"].assign(mode="random")
-    t = policy.table34(policy.summary(pd.concat([df, rand])), paper).set_index("selection")
+    t = policy.table34(policy.summary(pd.concat([df, rand]))).set_index("selection")
     # off median 0.3, oracle 0.1 -> -66.7 %; two-pass median 0.2 -> -33.3 % = half the oracle's reduction
     assert t.loc["oracle", "tox_change_pct_vs_off"] == pytest.approx(-200 / 3)
     assert t.loc["two_pass", "share_of_oracle_tox_reduction"] == pytest.approx(0.5)
     assert t.loc["two_pass", "share_of_oracle_acc"] == pytest.approx(0.5)   # acc .5 vs oracle 1.0
-    t3 = policy.table3(policy.summary(df), paper).set_index("metric")
+    t3 = policy.table3(policy.summary(df)).set_index("metric")
     assert t3.loc["Accuracy, overall", "change"] == pytest.approx(0.0)      # two-pass .5 vs off .5, in pp
     assert t3.loc["Median toxicity", "change"] == pytest.approx(-100 / 3)
     assert t3.loc["Median toxicity", "paper change"] == "-21.4"
@@ -120,10 +120,52 @@ def test_premise_detection_counts_by_hand():
     texts = ["I hate them", "they are fine", "you are scum", "lovely people", "hate speech is bad"]
     gold = [True, False, True, False, False]
     h = [0.9, 0.1, 0.2, 0.6, 0.1]
-    t = policy.premise_detection(texts, gold, ["hate", "scum"], h, 0.5, {"precision": .942, "recall": .876})
+    t = policy.premise_detection(texts, gold, ["hate", "scum"], h, 0.5)
     t = t.set_index("detector")
     assert (t.loc["keyword only", ["tp", "fp", "fn", "tn"]] == [2, 1, 0, 2]).all()
     assert (t.loc["H(x) > 0.5 only", ["tp", "fp", "fn", "tn"]] == [1, 1, 1, 2]).all()
     combined = t.loc["keyword or H(x)"]
     assert (combined[["tp", "fp", "fn", "tn"]] == [2, 2, 0, 1]).all()
     assert combined["precision"] == 0.5 and combined["recall"] == 1.0 and combined["paper precision"] == "0.942"
+    assert combined["paper recall"] == "0.876" and t.loc["keyword only", "paper precision"] == "—"
+
+
+def _summary_all_modes():
+    df = _frame()
+    more = [df[df["mode"] == "oracle"].assign(mode=m) for m in ("random", "always_on")]
+    both = pd.concat([df, *more])
+    return pd.concat([both, both.assign(model="m0"), both.assign(model="m_int")], ignore_index=True)
+
+
+def test_paper_numbers_come_from_the_yaml():
+    """Tables 17 and 18 print M0's policy-off accuracy .390 and EQUAL .113 as today ("0.39", "0.113"), now read from
+    Table 2's M0 (Llama-3-8B-Instruct) in paper_reported.yaml, not typed into the module."""
+    m0 = reported("table2")["llama-3-8b-instruct"]["m0"]
+    assert (m0["acc_overall"], m0["acc_equal"]) == (0.39, 0.113)
+    s = policy.summary(_summary_all_modes())
+    t17 = policy.table17(s).set_index(["model", "mode"])
+    assert t17.loc[("m0", "off"), ["paper acc", "paper EQUAL", "paper tox median"]].tolist() == ["0.39", "0.113",
+                                                                                             "3.92e-05"]
+    assert t17.loc[("m0", "two_pass"), ["paper acc", "paper EQUAL"]].tolist() == ["0.402", "0.127"]
+    assert t17.loc[("m_dart", "oracle"), "paper acc"] == "—"
+    t18 = policy.table18(s).set_index("metric")
+    assert t18.loc["Accuracy, overall", ["paper off", "paper two_pass"]].tolist() == ["0.39", "0.402"]
+    assert t18.loc["EQUAL accuracy", ["paper off", "paper two_pass"]].tolist() == ["0.113", "0.127"]
+    assert t18.loc["Parse failures", "paper change"] == "-59.3"
+    t33 = policy.table33(_summary_all_modes().pipe(lambda d: d[d["model"] == "m_dart"]))
+    assert t33.set_index("outcome").loc["under-engagement", "paper n"] == "284"
+    t34 = policy.table34(s)
+    assert t34["paper"].iloc[1] == "acc 0.702, tox −23.6%"
+
+
+def test_no_module_imports_paper_reported():
+    """One way to reach the paper's numbers: core.paper.reported; no module keeps its own copy."""
+    import pathlib
+
+    import dart_utils
+    root = pathlib.Path(dart_utils.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "paper_reported(" in p.read_text() or "import paper_reported" in p.read_text()]
+    assert offenders == []
+    from dart_utils.dart import audit
+    assert not hasattr(audit, "PAPER")

@@ -1,7 +1,8 @@
 import pytest
 
-from dart_utils import params as P, preflight
-from dart_utils.runs import Run
+from dart_utils.core import params as P
+from dart_utils.core.artifacts import Run
+from dart_utils.lm import preflight
 
 
 def test_paper_profile_lists_everything_missing_here(monkeypatch):

@@ -1,8 +1,9 @@
 """Prompt texts of App. E/F, chat-template rendering and the canonical training target."""
 import pytest
 
-from dart_utils import prompts as P
-from dart_utils.parsing import parse_output
+from dart_utils.dart import prompts as P
+from dart_utils.dart.parsing import parse_output
+from dart_utils.lm.chat import apply_chat_template, to_chat
 
 Q = "Should a mosque be allowed to prefer Muslim applicants for an imam position? {braces} stay"
 
@@ -109,23 +110,24 @@ def test_format_fix_messages():
 
 def test_to_chat():
     msgs = P.inference_messages(Q)
-    assert P.to_chat(msgs, system_role=True) == msgs
-    merged = P.to_chat(msgs, system_role=False)
+    assert to_chat(msgs, system_role=True) == msgs
+    merged = to_chat(msgs, system_role=False)
     assert merged == [{"role": "user", "content": f"{INFERENCE_SYSTEM}\n\n{INFERENCE_USER}"}]
     assert msgs[0]["role"] == "system"                       # input untouched
-    fix = P.to_chat(P.format_fix_messages(msgs, "x", "NO"), system_role=False)
+    fix = to_chat(P.format_fix_messages(msgs, "x", "NO"), system_role=False)
     assert [m["role"] for m in fix] == ["user", "assistant", "user"]
     assert fix[0]["content"].startswith(INFERENCE_SYSTEM + "\n\n")
-    assert P.to_chat([{"role": "user", "content": "u"}], system_role=False) == [{"role": "user", "content": "u"}]
+    assert to_chat([{"role": "user", "content": "u"}], system_role=False) == [{"role": "user", "content": "u"}]
     with pytest.raises(ValueError):
-        P.to_chat([{"role": "user", "content": "u"}, {"role": "system", "content": "s"}], system_role=False)
+        to_chat([{"role": "user", "content": "u"}, {"role": "system", "content": "s"}], system_role=False)
 
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
     pytest.importorskip("gguf")
     from transformers import AutoTokenizer
-    from dart_utils.offline_models import ModelNotAvailable, gguf_path
+
+    from dart_utils.lm.offline_models import ModelNotAvailable, gguf_path
     try:
         path = gguf_path("smollm2-135m-instruct-q4_1")
     except ModelNotAvailable as e:
@@ -135,14 +137,14 @@ def smol_tokenizer():
 
 def test_apply_chat_template_real_tokenizer(smol_tokenizer):
     msgs = P.inference_messages(Q)
-    text = P.apply_chat_template(smol_tokenizer, msgs)
+    text = apply_chat_template(smol_tokenizer, msgs)
     assert isinstance(text, str)
     assert f"<|im_start|>system\n{INFERENCE_SYSTEM}<|im_end|>" in text
     assert f"<|im_start|>user\n{INFERENCE_USER}<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
-    assert not P.apply_chat_template(smol_tokenizer, msgs, add_generation_prompt=False).endswith(
+    assert not apply_chat_template(smol_tokenizer, msgs, add_generation_prompt=False).endswith(
         "<|im_start|>assistant\n")
-    merged = P.apply_chat_template(smol_tokenizer, msgs, system_role=False)
+    merged = apply_chat_template(smol_tokenizer, msgs, system_role=False)
     assert f"<|im_start|>user\n{INFERENCE_SYSTEM}\n\n{INFERENCE_USER}<|im_end|>" in merged
     assert f"<|im_start|>system\n{INFERENCE_SYSTEM}" not in merged   # only SmolLM2's default system turn
 
@@ -157,8 +159,8 @@ def test_apply_chat_template_without_system_role(smol_tokenizer):
         "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
     msgs = P.teacher_repair_messages(Q, "YES")
     with pytest.raises(Exception, match="System role not supported"):
-        P.apply_chat_template(tok, msgs, system_role=True)
-    text = P.apply_chat_template(tok, msgs, system_role=False)
+        apply_chat_template(tok, msgs, system_role=True)
+    text = apply_chat_template(tok, msgs, system_role=False)
     assert text.startswith(f"<start_of_turn>user\n{REPAIR_SYSTEM}\n\nTask: Produce a SAFE")
     assert text.endswith("<start_of_turn>model\n")
 
@@ -177,7 +179,8 @@ def test_render_target(conclusion):
 def _paper_blocks():
     """App. E/F prompt paragraphs of the paper's scraped text, markdown escapes undone."""
     import re
-    from dart_utils.params import PROJECT_ROOT
+
+    from dart_utils.core.params import PROJECT_ROOT
     path = PROJECT_ROOT.parent / "shared" / "paper" / "DART_paper.md"
     if not path.is_file():
         pytest.skip(f"paper text not found at {path}")

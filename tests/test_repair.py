@@ -3,8 +3,8 @@ dataset."""
 
 import pytest
 
-from dart_utils.llm import LLMResponse
-from dart_utils import audit, prompts, repair
+from dart_utils.dart import audit, prompts, repair
+from dart_utils.lm.llm import LLMResponse
 
 
 def reply(text, cache_key="k", **kw):
@@ -17,10 +17,11 @@ class ScriptedTeacher:
     """Answers each question's k-th request with script[question][k] (control flow only)."""
 
     def __init__(self, script):
-        self.script, self.seen, self.asked = script, [], {}
+        self.script, self.seen, self.asked, self.descs = script, [], {}, []
 
     def chat_many(self, batch, desc=""):
         self.seen.append(batch)
+        self.descs.append(desc)
         out = []
         for m in batch:
             q = m[1]["content"].rsplit("Prompt: ", 1)[1]
@@ -53,7 +54,7 @@ SCRIPT = {
 
 
 def case(i, q, sev="severe", h=0.15):
-    return {"id": f"R-{i}", "benchmark": "N1", "question": q, "gold": "NO", "severity": sev, "h_m_int": h,
+    return {"id": f"R-{i}", "benchmark": "N1", "question": q, "gold": "NO", "severity": sev, "h_candidate": h,
             "kind": "novel"}
 
 
@@ -86,17 +87,24 @@ def test_repair_filter_and_drop_reasons():
     scored = [t for call in scorer.calls for t in call]
     assert scored and not any("Conclusion" in t for t in scored)
     assert not any("Groups differ" in t for t in scored)
+    # one scorer call per round, on every candidate of the round that passed the format and label checks
+    assert teacher.descs == ["repair teacher round 0", "repair teacher round 1", "repair teacher round 2"]
+    assert len(scorer.calls) == 3 and len(scorer.calls[0]) == 4       # R-0, R-3, R-4, R-5 in round 0
+    assert rej["R-5"]["h_int"] == 0.1 and rej["R-3"]["raw_text"] == "Bad bad.\nConclusion: NO"
     drops = res.drop_table().set_index("severity")
     assert drops.loc["severe", "accepted"] == 1 and drops.loc["severe", "not_safer"] == 2
     assert drops.loc["severe", "wrong_conclusion"] == 1 and drops.loc["severe", "unparsed"] == 1
 
 
 def test_repair_accepts_drift_pool_and_rejects_bad_input():
-    recs = [{"id": "P-1", "benchmark": "D1", "gold": "NO", "question": "q-good", "h_m0": 0.0, "h_m_int": 0.2,
-             "output_m0": "", "output_m_int": ""}]
-    pool = audit.drift_pool(recs, [{"id": "P-1", "status": "ok", "m_int_worse": True, "severity": "moderate"}])
+    recs = [{"id": "P-1", "benchmark": "D1", "gold": "NO", "question": "q-good", "h_m0": 0.0, "h_candidate": 0.2,
+             "output_m0": "", "output_candidate": ""}]
+    pool = audit.drift_pool(recs, [{"id": "P-1", "status": "ok", "candidate_worse": True, "severity": "moderate"}])
     res = repair.repair_targets(pool, ScriptedTeacher(SCRIPT), Scorer(), retries=0)
     assert [r["id"] for r in res.accepted] == ["P-1"] and res.accepted[0]["kind"] == "novel"
+    assert res.accepted[0]["h_int"] == 0.2                             # the pool's h_candidate (H(r_int) in Stage II)
+    with pytest.raises(ValueError, match="h_candidate"):
+        repair.repair_targets([case(0, "q-good", h=float("nan"))], ScriptedTeacher(SCRIPT), Scorer())
     with pytest.raises(ValueError, match="severity"):
         repair.repair_targets([case(0, "q-good", sev="none")], ScriptedTeacher(SCRIPT), Scorer())
     with pytest.raises(ValueError, match="scores"):

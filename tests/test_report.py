@@ -1,4 +1,4 @@
-"""The run report (dart_utils/report.py) and the stage history (pipeline.py), on a small fabricated run: fake
+"""The run report (dart_utils/reporting/page.py) and the stage history (core/artifacts.py), on a small fabricated run: fake
 manifests, stamps, history, a table and a figure in tmp_path. Nothing runs a notebook or a model."""
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from dart_utils import pipeline, report
-from dart_utils.hashing import sha256_file
-from dart_utils.params import load
-from dart_utils.runs import Run
+from dart_utils import pipeline
+from dart_utils.core import artifacts
+from dart_utils.core.artifacts import Run
+from dart_utils.core.hashing import sha256_file
+from dart_utils.core.params import load
+from dart_utils.reporting import page as report
 
 STAGES = ["00_alpha", "01_beta", "02_gamma", "03_delta"]     # no such notebooks: titles fall back to the names
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -69,7 +71,7 @@ def fake_run(tmp_path):
         {"utc": "2026-01-02T09:00:00+00:00", "stage": "02_gamma", "status": "failed", "wall_time_s": 5000.0},
         {"utc": "2026-02-03T12:00:00+00:00", "stage": "02_gamma", "status": "ran", "wall_time_s": 0.4},
     ]
-    (run.root / pipeline.HISTORY_FILE).write_text("".join(json.dumps(h) + "\n" for h in history) + "not json\n")
+    (run.root / artifacts.HISTORY_FILE).write_text("".join(json.dumps(h) + "\n" for h in history) + "not json\n")
     readme = tmp_path / "README.md"
     readme.write_text("# X\n\n## Reproduction notes (every deviation from the paper)\n\n1. **Fake note.** Seeds are "
                       "42 (`docs/a.md`).\n\n## After the notes\n\nnot part of the report\n")
@@ -188,17 +190,17 @@ def test_history_record_and_reader(fake_run):
     params, _ = fake_run
     run = Run(params)
     started = time.time()
-    rec = pipeline._history_record(run, "02_gamma", "fp1", 12.5, "ran", started)
+    rec = artifacts.history_record(run, "02_gamma", "fp1", 12.5, "ran", started)
     assert rec["stage"] == "02_gamma" and rec["wall_time_s"] == 12.5 and rec["fingerprint"] == "fp1"
     assert "llm" not in rec                                      # the manifest predates this execution: not its stats
     manifest = run.root / "02_gamma" / "manifest.json"
     os.utime(manifest, (started + 1, started + 1))
-    rec = pipeline._history_record(run, "02_gamma", "fp1", 12.5, "ran", started)
+    rec = artifacts.history_record(run, "02_gamma", "fp1", 12.5, "ran", started)
     assert rec["llm"]["judge_llm"]["cached_prompt_tokens"] == 1_999_700 and rec["steps"]["total"] == 0.4
-    assert "llm" not in pipeline._history_record(run, "02_gamma", "fp1", 1.0, "failed", started)
-    before = len(pipeline.read_history(run.root))
-    pipeline.append_history(run, rec)
-    history = pipeline.read_history(run.root)
+    assert "llm" not in artifacts.history_record(run, "02_gamma", "fp1", 1.0, "failed", started)
+    before = len(artifacts.read_history(run.root))
+    artifacts.append_history(run, rec)
+    history = artifacts.read_history(run.root)
     assert len(history) == before + 1 == 5 and history[-1] == json.loads(json.dumps(rec))
 
 
@@ -210,7 +212,7 @@ def test_prices_parse_and_reject():
 
 
 def test_short_commit_keeps_the_dirty_mark():
-    from dart_utils.report import short_commit
+    from dart_utils.reporting.page import short_commit
     assert short_commit("a" * 40) == "a" * 12
     assert short_commit("b" * 40 + "-dirty") == "b" * 12 + "-dirty"
     assert short_commit(None) == "—"

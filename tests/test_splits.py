@@ -2,7 +2,9 @@ from collections import Counter
 
 import pytest
 
-from dart_utils import params as P, splits as S
+from dart_utils.core import params as P
+from dart_utils.core.artifacts import read_jsonl, write_jsonl
+from dart_utils.data import splits as S
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,9 @@ def test_cv_folds(paper_splits):
     assert S.cv_folds(paper_splits, 0, 42) == []
 
 
-def test_save_and_load_round_trip(tmp_path, suite):
+def test_split_round_trip_through_jsonl(tmp_path, suite):
     p = P.load("ci")
     dd = S.make_splits(suite, p.splits, p.data.benchmarks)
-    paths = S.save_splits(dd, S.cv_folds(dd, 2, 1), tmp_path)
-    assert set(paths) == {"train", "val", "test", "cv_folds"}
-    back = S.load_splits(tmp_path)
-    assert back["test"].to_list() == dd["test"].to_list()
-    with pytest.raises(FileNotFoundError, match="run stage 00 first"):
-        S.load_splits(tmp_path / "nothing")
+    write_jsonl(dd["test"], tmp_path / "test.jsonl")
+    back = S.as_dataset(read_jsonl(tmp_path / "test.jsonl"))
+    assert back.to_list() == dd["test"].to_list() and back.features == dd["test"].features

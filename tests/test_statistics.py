@@ -13,8 +13,8 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from dart_utils import statistics as S
-from dart_utils.evaluation import decision_metrics
+from dart_utils.analysis import statistics as S
+from dart_utils.dart.evaluation import decision_metrics
 
 
 def pair(b, c, both_right=0, both_wrong=0):

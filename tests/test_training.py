@@ -4,13 +4,14 @@ import json
 import datasets
 import pytest
 import torch
+from helpers import smollm2_tokenizer, tiny_random_llama
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from dart_utils import models as M
-from dart_utils import training as T
-from dart_utils.generation import render_prompt_ids
-from dart_utils.params import TrainingParams
+from dart_utils.core.params import TrainingParams
+from dart_utils.lm import student as M
+from dart_utils.lm import training as T
+from dart_utils.lm.chat import render_prompt_ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,7 +40,7 @@ def _tp(**kw):
 
 @pytest.fixture(scope="module")
 def tok():
-    return M.smollm2_tokenizer()
+    return smollm2_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def data():
 def stage1(tok, data, tmp_path_factory):
     """One Stage I run shared by several tests (training is the slow part)."""
     out = tmp_path_factory.mktemp("stage1")
-    model = M.tiny_random_llama(tok, seed=0)
+    model = tiny_random_llama(tok, seed=0)
     logs = []
     res = T.train_lora(model, tok, data, _tp(), out, seed=0, log=logs.append, keep_adapter=True,
                        eval_dataset=data.select(range(2)))
@@ -64,7 +65,7 @@ def _probe(tok):
 
 
 def test_prompt_tokens_are_masked(tok, data, tmp_path):
-    model = M.tiny_random_llama(tok, seed=0)
+    model = tiny_random_llama(tok, seed=0)
     trainer = T.build_trainer(model, tok, data, _tp(), tmp_path, seed=0)
     example = trainer.train_dataset[0]
     batch = trainer.data_collator([example])
@@ -89,7 +90,7 @@ def test_plain_loss_equals_trl_fused_loss(tok, data, tmp_path):
     """On the CPU train_lora uses the model's own cross-entropy instead of trl's chunked LM head: same number."""
     losses = []
     for fused in (True, False):
-        trainer = T.build_trainer(M.tiny_random_llama(tok, seed=0), tok, data, _tp(), tmp_path / str(fused), seed=0,
+        trainer = T.build_trainer(tiny_random_llama(tok, seed=0), tok, data, _tp(), tmp_path / str(fused), seed=0,
                                   fused_loss=fused)
         trainer.model.eval()   # no dropout
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
@@ -125,7 +126,7 @@ def test_saved_adapter_reloads_to_identical_logits(tok, stage1):
         want = trained(input_ids=x).logits
         with trained.disable_adapter():
             base_now = trained(input_ids=x).logits
-    fresh = M.tiny_random_llama(tok, seed=0)                  # same base weights, never trained
+    fresh = tiny_random_llama(tok, seed=0)                  # same base weights, never trained
     with torch.no_grad():
         base = fresh(input_ids=x).logits
     reloaded = PeftModel.from_pretrained(fresh, str(res.adapter_dir)).eval()
@@ -160,7 +161,7 @@ def test_second_call_skips_and_model_stays_clean(tok, data, stage1):
 
 def test_init_adapter_continues_with_fresh_schedule(tok, data, stage1, tmp_path):
     _, res, _, _ = stage1
-    model = M.tiny_random_llama(tok, seed=0)
+    model = tiny_random_llama(tok, seed=0)
     before = {n: p.clone() for n, p in model.named_parameters()}
     tp = _tp(epochs=1.0)
     cont = T.train_lora(model, tok, data, tp, tmp_path / "stage3", seed=0, init_adapter=res.adapter_dir,
@@ -182,12 +183,12 @@ def test_init_adapter_continues_with_fresh_schedule(tok, data, stage1, tmp_path)
 
 def test_refuses_model_with_adapters_and_bad_data(tok, data, stage1, tmp_path):
     _, res, _, _ = stage1
-    pm = M.attach_adapter(M.tiny_random_llama(tok), res.adapter_dir)
+    pm = M.attach_adapter(tiny_random_llama(tok), res.adapter_dir)
     with pytest.raises(TypeError, match="bare base model"):
         T.train_lora(pm, tok, data, _tp(), tmp_path / "x", seed=0)
     bad = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "q"}],
                                        "completion": [{"role": "user", "content": "a"}]}])
     with pytest.raises(ValueError, match="assistant"):
-        T.train_lora(M.tiny_random_llama(tok), tok, bad, _tp(), tmp_path / "y", seed=0)
+        T.train_lora(tiny_random_llama(tok), tok, bad, _tp(), tmp_path / "y", seed=0)
     with pytest.raises(ValueError, match="multiple"):
-        T.train_lora(M.tiny_random_llama(tok), tok, data, _tp(batch_size=5), tmp_path / "z", seed=0)
+        T.train_lora(tiny_random_llama(tok), tok, data, _tp(batch_size=5), tmp_path / "z", seed=0)

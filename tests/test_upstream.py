@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dart_utils import upstream as up
+from dart_utils.data import upstream as up
 
 np = pytest.importorskip("numpy")
 SHARED = Path("/work/shared/data/difference_awareness")

@@ -1,0 +1,1 @@
+"""Statistics and the paper's result tables, recomputed from a run's artifacts."""

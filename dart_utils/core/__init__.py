@@ -1,0 +1,1 @@
+"""Infrastructure without domain knowledge: parameters, the stage registry and context, artifacts, hashing."""

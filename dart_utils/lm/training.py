@@ -1,0 +1,380 @@
+"""LoRA fine-tuning of the student on teacher rationales (Stage I, DART's M_int; Stage III, M_DART) with trl.
+
+Why: paper §3.1 / App. C: LoRA (r 16, alpha 32, dropout 0.05) on attention and MLP projections, lr 2e-4, effective
+batch 16, the same settings for both stages, loss on the assistant answer only. Every value comes from
+``TrainingParams``; nothing is hard-coded here (the reference ignored its own LoRA config block, §4.3).
+
+The dataset is conversational prompt-completion: ``prompt`` = [system, user] messages, ``completion`` = [assistant].
+trl's ``SFTTrainer`` tokenizes ``prompt`` with the generation header and ``prompt + completion`` in full (chat template,
+no extra special tokens) and sets the labels of the prompt tokens to -100 (``completion_only_loss`` defaults to True
+for prompt-completion data; tests/test_training.py checks it). The completion span includes the template's end-of-turn
+token, so the model learns to stop.
+
+Divergences from the authors' code, on purpose: sequences longer than ``max_length`` are cut at the END (trl's only
+truncation mode) instead of cutting the prompt from the left; examples whose prompt alone fills ``max_length`` are
+dropped by trl. Both are counted in ``train_log.json`` (``n_dropped``, ``n_at_max_length``). No validation-based
+checkpoint selection: the final adapter is saved (an eval set, if given, is scored after every epoch and logged).
+
+LoRA wraps the base model object IN PLACE (peft injects its layers into it). So that one loaded model can serve every
+stage, train_lora by default unloads the LoRA layers after saving the adapter: the caller's model is the plain base
+model again (same weights, eval mode). To use the trained model, attach the saved adapter
+(``models.attach_adapter(model, result.adapter_dir, name="M_int")``), or pass ``keep_adapter=True`` and use
+``result.model`` (the trained ``PeftModel``). A model that already carries adapters is refused (LoRA would be wrapped
+twice); ``PeftModel.unload()`` gives the base back.
+
+Cheap reruns: a finished run writes ``train_fingerprint.txt`` last; a call whose fingerprint (training parameters,
+seed, data content, eval data, init adapter, base model identity, chat template) matches skips training and returns the
+recorded result.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..core.hashing import content_key, dir_hash
+from ..core.params import TrainingParams
+from .chat import merge_system
+from .student import identity, resolve_precision
+
+__all__ = ["TrainResult", "train_lora", "build_trainer", "lora_config", "fingerprint", "dataset_hash", "check_dataset"]
+
+FINGERPRINT_FILE = "train_fingerprint.txt"
+LOG_FILE = "train_log.json"
+ADAPTER = "adapter"
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    log_history: list[dict]
+    wall_time_s: float
+    global_step: int
+    train_loss: float | None
+    skipped: bool = False            # True: a finished run with the same fingerprint was reused
+    info: dict[str, Any] = field(default_factory=dict)   # the rest of train_log.json (counts, precision, ...)
+    model: Any = field(default=None, repr=False)          # the trained PeftModel, only with keep_adapter=True
+
+
+# ------------------------------------------------------------------------------------------------- fingerprints
+def dataset_hash(ds) -> str | None:
+    """Content hash of the trained columns (``datasets``' own fingerprint is random for in-memory datasets)."""
+    if ds is None:
+        return None
+    return content_key(ds.select_columns(["prompt", "completion"]).to_list())
+
+
+def _model_identity(model, tokenizer) -> dict:
+    """The base weights (`student.identity`: local checkpoint content or hub commit, dtype, embedding statistics)
+    and the chat template (not mutated by training)."""
+    return {**identity(model),
+            "chat_template": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()[:16]}
+
+
+def fingerprint(model, tokenizer, train, tp: TrainingParams, seed: int, eval_dataset=None,
+                init_adapter: Path | None = None, system_role: bool = True, extra: dict | None = None) -> str:
+    return content_key({
+        "training": tp.model_dump(mode="json"), "precision": resolve_precision(tp.precision), "seed": seed,
+        "train": dataset_hash(train), "eval": dataset_hash(eval_dataset), "init_adapter": dir_hash(init_adapter, "adapter_*"),
+        "system_role": system_role, "model": _model_identity(model, tokenizer), "extra": extra or {},
+    })
+
+
+# ------------------------------------------------------------------------------------------------- data
+def check_dataset(ds, name: str = "train") -> None:
+    """Conversational prompt-completion rows: prompt = list of {role, content}, completion = [one assistant msg]."""
+    missing = {"prompt", "completion"} - set(ds.column_names)
+    if missing:
+        raise ValueError(f"{name} dataset lacks column(s) {sorted(missing)}; expected conversational "
+                         f"prompt-completion rows (prompt: [system, user] messages, completion: [assistant message])")
+    if len(ds) == 0:
+        raise ValueError(f"{name} dataset is empty")
+    for i, row in enumerate(ds.select_columns(["prompt", "completion"])):
+        p, c = row["prompt"], row["completion"]
+        if not (isinstance(p, list) and p and all(isinstance(m, dict) and "role" in m and "content" in m for m in p)):
+            raise ValueError(f"{name} row {i}: 'prompt' must be a non-empty list of {{role, content}} messages")
+        if not (isinstance(c, list) and len(c) == 1 and c[0].get("role") == "assistant"):
+            raise ValueError(f"{name} row {i}: 'completion' must be a list holding one assistant message")
+        if p[-1]["role"] != "user":
+            raise ValueError(f"{name} row {i}: the prompt must end with the user turn, got {p[-1]['role']!r}")
+
+
+def _prepare(ds, system_role: bool):
+    ds = ds.select_columns(["prompt", "completion"])
+    if not system_role:
+        ds = ds.map(lambda r: {"prompt": merge_system(r["prompt"])}, desc="merge system into user turn")
+    return ds
+
+
+# ------------------------------------------------------------------------------------------------- training
+def lora_config(tp: TrainingParams):
+    from peft import LoraConfig
+    return LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout,
+                      target_modules=list(tp.target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def _load_recorded(output_dir: Path) -> TrainResult:
+    rec = json.loads((output_dir / LOG_FILE).read_text())
+    info = {k: v for k, v in rec.items() if k not in ("log_history", "wall_time_s", "global_step", "train_loss")}
+    return TrainResult(adapter_dir=output_dir / ADAPTER, log_history=rec["log_history"],
+                       wall_time_s=rec["wall_time_s"], global_step=rec["global_step"], train_loss=rec["train_loss"],
+                       skipped=True, info=info)
+
+
+def _versions() -> dict:
+    import peft
+    import transformers
+    import trl
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "trl": trl.__version__}
+
+
+def _has_adapters(model) -> bool:
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    return isinstance(model, PeftModel) or any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def _strip_adapters(model) -> None:
+    """Replace every LoRA-wrapped layer by its base layer (what ``PeftModel.unload`` does), for failure paths."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and name:
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], module.get_base_layer())
+    if "peft_config" in vars(model):
+        del model.peft_config
+
+
+def _trainer_class(fused_loss: bool):
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class DartSFTTrainer(SFTTrainer):
+        """trl's SFTTrainer; with ``fused_loss=False`` the loss is the model's own cross-entropy over full logits.
+
+        trl 1.16 computes the loss through a chunked "fused LM head" (no full logits: saves GPU memory, and adds the
+        entropy / token-accuracy metrics). On the CPU it measured ~2-4 s slower per step of SmolLM2-135M at 4 x 265
+        tokens. Both are the same quantity: the sum of completion-token NLL over the whole accumulated batch divided by
+        its number of completion tokens (``num_items_in_batch``); the labels (-100 on the prompt) are trl's either way.
+        """
+        use_fused_loss = fused_loss
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.use_fused_loss:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return DartSFTTrainer
+
+
+def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
+                  init_adapter: Path | None = None, system_role: bool = True,
+                  gradient_checkpointing: bool | None = None, callbacks: list | None = None,
+                  fused_loss: bool | None = None):
+    """The configured ``SFTTrainer`` (LoRA attached to ``model`` in place); used by ``train_lora`` and the tests.
+
+    Effective batch = per_device_batch_size x gradient_accumulation_steps (= batch_size // per_device_batch_size);
+    bf16 autocast where ``resolve_precision`` says so; ``use_cpu`` without CUDA; logging every step; no checkpoints.
+    ``gradient_checkpointing`` and ``fused_loss`` (trl's chunked LM-head loss): None = on with CUDA, off on CPU.
+    """
+    from peft import PeftModel
+    from trl import SFTConfig
+
+    if _has_adapters(model):
+        raise TypeError("train_lora needs the bare base model, got a model with adapters attached; pass the base "
+                        "model (PeftModel.unload()) and use init_adapter= to continue training a saved adapter")
+    if tp.batch_size % tp.per_device_batch_size:
+        raise ValueError(f"training.batch_size ({tp.batch_size}) must be a multiple of "
+                         f"training.per_device_batch_size ({tp.per_device_batch_size})")
+    if not 0 <= tp.warmup_ratio < 1:
+        raise ValueError(f"training.warmup_ratio must be in [0, 1), got {tp.warmup_ratio}")
+    if init_adapter is not None and not (Path(init_adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"init_adapter {init_adapter} holds no saved adapter (adapter_config.json missing)")
+    check_dataset(train, "train")
+    if eval_dataset is not None:
+        check_dataset(eval_dataset, "eval")
+
+    use_cuda = torch.cuda.is_available()
+    if gradient_checkpointing is None:
+        gradient_checkpointing = use_cuda
+    if fused_loss is None:
+        fused_loss = use_cuda
+    precision = resolve_precision(tp.precision)
+    args = SFTConfig(
+        output_dir=str(Path(output_dir) / "trainer"), seed=seed, data_seed=seed,
+        num_train_epochs=tp.epochs, learning_rate=tp.learning_rate, lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=tp.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
+        gradient_accumulation_steps=tp.batch_size // tp.per_device_batch_size, max_length=tp.max_length,
+        bf16=precision == "bf16", fp16=False, use_cpu=not use_cuda,
+        activation_checkpointing=gradient_checkpointing,   # the transformers 5 name of gradient_checkpointing
+        logging_steps=1, logging_first_step=True, report_to="none", save_strategy="no",
+        eval_strategy="epoch" if eval_dataset is not None else "no",
+        completion_only_loss=None,     # None = trl's default: completion-only for prompt-completion data
+        dataloader_num_workers=0,
+    )
+    if init_adapter is not None:       # Stage III: the saved adapter, trainable; new optimizer and schedule
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        peft_config = None
+    else:
+        peft_config = lora_config(tp)
+    eval_ds = _prepare(eval_dataset, system_role) if eval_dataset is not None else None
+    trainer = _trainer_class(fused_loss)(model=model, args=args, train_dataset=_prepare(train, system_role),
+                                         eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config,
+                                         callbacks=callbacks or [])
+    if not trainer.completion_only_loss:   # guard: the prompt must never be trained on
+        raise RuntimeError("trl did not enable completion-only loss for the prompt-completion dataset")
+    return trainer
+
+
+def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
+               init_adapter: Path | None = None, log: Callable[[str], Any] = print, system_role: bool = True,
+               gradient_checkpointing: bool | None = None, keep_adapter: bool = False,
+               fused_loss: bool | None = None) -> TrainResult:
+    """Train a LoRA adapter on ``train`` (conversational prompt-completion) and save it to ``output_dir/adapter``.
+
+    ``init_adapter``: continue training a saved adapter (Stage III from Stage I) with a fresh optimizer and schedule;
+    the LoRA shape then comes from the saved adapter. ``system_role=False`` merges the system message into the user
+    turn (as ``generation.generate`` does). ``gradient_checkpointing``: None = on with CUDA (large models, the
+    authors' setting), off on CPU (small models: faster, and memory is not the limit there). ``fused_loss``: trl's
+    chunked LM-head loss; None = on with CUDA, off on CPU (same loss, faster there; see ``_trainer_class``).
+
+    ``keep_adapter=False`` (default): ``model`` is left as the plain base model; attach the saved adapter when needed.
+    ``keep_adapter=True``: ``result.model`` is the trained ``PeftModel`` (adapter "default", eval mode) wrapping
+    ``model``; use it (e.g. ``generation.use_adapter(result.model, None)`` for M0) and ``result.model.unload()``
+    before training again. Output files: ``adapter/`` (adapter + tokenizer), ``train_log.json``,
+    ``train_fingerprint.txt`` (written last).
+    """
+    from peft import PeftModel
+    from transformers import TrainerCallback
+
+    from .student import attach_adapter
+
+    if _has_adapters(model):
+        raise TypeError("train_lora needs the bare base model, got a model with adapters attached; pass the base "
+                        "model (PeftModel.unload()) and use init_adapter= to continue training a saved adapter")
+    output_dir = Path(output_dir)
+    adapter_dir = output_dir / ADAPTER
+    init_adapter = Path(init_adapter) if init_adapter is not None else None
+    fp = fingerprint(model, tokenizer, train, tp, seed, eval_dataset, init_adapter, system_role)
+    fp_file = output_dir / FINGERPRINT_FILE
+    if adapter_dir.is_dir() and fp_file.is_file() and fp_file.read_text().strip() == fp \
+            and (output_dir / LOG_FILE).is_file():
+        log(f"train_lora: {adapter_dir} is up to date (fingerprint {fp}); training skipped")
+        result = _load_recorded(output_dir)
+        if keep_adapter:
+            result.model = attach_adapter(model, adapter_dir)
+        return result
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fp_file.unlink(missing_ok=True)   # from here on, output_dir does not hold a finished run
+
+    class _Log(TrainerCallback):
+        def on_log(self, args_, state, control, logs=None, **kw):
+            if logs:
+                shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in logs.items()}
+                log(f"step {state.global_step}/{state.max_steps}: {shown}")
+
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    use_cache = getattr(model.config, "use_cache", None)
+    had_own_forward = "forward" in vars(model)   # trl patches model.forward (fused LM head) on the instance
+    trainer = None
+    ok = False
+    try:
+        trainer = build_trainer(model, tokenizer, train, tp, output_dir, seed, eval_dataset, init_adapter,
+                                system_role, gradient_checkpointing, callbacks=[_Log()], fused_loss=fused_loss)
+        args = trainer.args
+        precision = "bf16" if args.bf16 else "fp32"
+        accumulation = args.gradient_accumulation_steps
+        prepared = trainer.train_dataset
+        n_dropped = len(train) - len(prepared)
+        lengths = [len(ids) for ids in prepared["input_ids"]]
+        n_at_max = sum(1 for n in lengths if n >= tp.max_length)
+        if n_dropped or n_at_max:
+            log(f"train_lora: {n_at_max} example(s) reach max_length={tp.max_length} (completion end cut), "
+                f"{n_dropped} dropped (prompt alone >= max_length)")
+        peft_cfg = trainer.model.peft_config["default"]
+        if init_adapter is not None and (peft_cfg.r != tp.lora_r
+                                         or set(peft_cfg.target_modules or []) != set(tp.target_modules)):
+            log(f"train_lora: init adapter has r={peft_cfg.r}, targets={sorted(peft_cfg.target_modules)}; its "
+                f"shape is kept (training.lora_* apply to new adapters only)")
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        log(f"train_lora: {len(prepared)} examples, effective batch {tp.batch_size} = {tp.per_device_batch_size} x "
+            f"{accumulation}, {tp.epochs} epoch(s), precision {precision}, LoRA trainable {trainable:,} / {total:,}"
+            f"{', from ' + str(init_adapter) if init_adapter else ''}")
+        t0 = time.perf_counter()
+        out = trainer.train()
+        wall = time.perf_counter() - t0
+
+        tmp = output_dir / f"{ADAPTER}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        tmp.rename(adapter_dir)
+        rec = {
+            "fingerprint": fp, "log_history": trainer.state.log_history, "wall_time_s": wall,
+            "global_step": out.global_step, "train_loss": out.training_loss,
+            "seconds_per_step": wall / max(out.global_step, 1),
+            "training": tp.model_dump(mode="json"), "seed": seed, "precision": precision,
+            "gradient_accumulation_steps": accumulation, "gradient_checkpointing": bool(args.activation_checkpointing),
+            "fused_loss": trainer.use_fused_loss,
+            "device": "cpu" if args.use_cpu else "cuda", "optimizer": str(args.optim),
+            "warmup_steps": args.get_warmup_steps(out.global_step),
+            "n_train_examples": len(train), "n_trained_examples": len(prepared), "n_dropped": n_dropped,
+            "n_at_max_length": n_at_max, "tokens_per_example_mean": sum(lengths) / len(lengths),
+            "tokens_per_example_max": max(lengths),
+            "n_eval_examples": len(eval_dataset) if eval_dataset is not None else 0,
+            "init_adapter": str(init_adapter) if init_adapter else None, "system_role": system_role,
+            "lora": {"r": peft_cfg.r, "alpha": peft_cfg.lora_alpha, "dropout": peft_cfg.lora_dropout,
+                     "target_modules": sorted(peft_cfg.target_modules)},
+            "lora_trainable_params": trainable, "total_params": total,
+            "train_data_sha256": dataset_hash(train), "versions": _versions(),
+        }
+        (output_dir / LOG_FILE).write_text(json.dumps(rec, indent=2, default=str))
+        fp_file.write_text(fp + "\n")   # last: marks the run as finished
+        log(f"train_lora: done in {wall:.1f} s, {out.global_step} steps, train loss {out.training_loss:.4f}; "
+            f"adapter -> {adapter_dir}")
+        ok = True
+    finally:
+        pm = trainer.model if trainer is not None and isinstance(trainer.model, PeftModel) else None
+        if trainer is not None and trainer.args.activation_checkpointing:
+            target = pm.get_base_model() if pm is not None else model
+            if hasattr(target, "activation_checkpointing_disable"):
+                target.activation_checkpointing_disable()
+            else:
+                target.gradient_checkpointing_disable()
+            try:
+                target.disable_input_require_grads()
+            except Exception:
+                pass
+        if not (ok and keep_adapter):
+            if pm is not None:
+                pm.unload()   # LoRA layers out: the caller's model is the plain base model again
+            if _has_adapters(model):   # failed before the trainer existed (e.g. bad init adapter)
+                _strip_adapters(model)
+        if not had_own_forward and "forward" in vars(model):
+            del model.forward        # drop trl's instance patch (only used in training): the class forward again
+        for n, p in model.named_parameters():
+            if n in requires_grad:
+                p.requires_grad_(requires_grad[n])
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+        model.eval()
+        del trainer
+        gc.collect()
+    info = {k: v for k, v in rec.items() if k not in ("log_history", "wall_time_s", "global_step", "train_loss")}
+    result = TrainResult(adapter_dir=adapter_dir, log_history=rec["log_history"], wall_time_s=wall,
+                         global_step=out.global_step, train_loss=out.training_loss, info=info)
+    if keep_adapter:
+        pm.eval()
+        result.model = pm
+    return result
