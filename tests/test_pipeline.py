@@ -179,7 +179,9 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     # 06: statistics from the artifacts; a changed artifact changes the table
     assert pipeline.run_stages(params, ["06"])[0]["status"] == "ran"
     m6 = json.loads((tmp_path / "runs" / "ci" / "06_statistics" / "manifest.json").read_text())
-    assert m6["policy_outputs_present"] is True
+    # 04's policy outputs are a declared input of 06, hashed in its manifest
+    assert m6["inputs"]["policy_outputs"]["path"].endswith("04_policy/policy_outputs.jsonl")
+    assert len(m6["inputs"]["policy_outputs"]["sha256"]) == 64
     t2 = (tables / "table2_decision_quality.md").read_text()
     assert "0.688" in t2 and "NOT the paper's configuration" in t2
     for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components"):
