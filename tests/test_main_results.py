@@ -316,9 +316,10 @@ def test_figure3_draws_the_data(tmp_path):
     from dart_utils.reporting import figures
     rng = np.random.default_rng(2)
     preds = {m: frame(list(rng.random(20) < 0.5), toxicity=rng.uniform(0, 1, 20)) for m in MR.MODELS}
-    fig = figures.figure3(MR.figure3_data(preds, "llama-3-8b-instruct", n_resamples=100), "ci",
+    fig = figures.figure3(MR.figure3_data(preds, "llama-3-8b-instruct", n_resamples=100), "run 'ci'",
                           tox_label="stub", paper_label="llama-3-8b-instruct")
     assert len(fig.axes) == 3
+    assert fig._suptitle.get_text().startswith("Stage ablation (Figure 3): run 'ci'\n")   # the run, not a series name
     fig.savefig(tmp_path / "f3.png")
     plt.close(fig)
     assert (tmp_path / "f3.png").stat().st_size > 10_000

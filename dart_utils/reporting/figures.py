@@ -119,15 +119,15 @@ def figure3(data: pd.DataFrame, label: str, tox_label: str, paper_label: str) ->
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.4, 1, 1]})
     ax = axes[0]
-    for k, (metric, (label, color)) in enumerate(acc.items()):
+    for k, (metric, (series, color)) in enumerate(acc.items()):
         d = data[data["metric"] == metric].set_index("model").loc[models]
         off = (k - 1) * 0.06
         xs = [i + off for i in x]
         ax.errorbar(xs, d["estimate"], yerr=[d["estimate"] - d["ci_lo"], d["ci_hi"] - d["estimate"]], color=color,
-                    marker="o", capsize=3, label=f"{label} (this run)")
+                    marker="o", capsize=3, label=f"{series} (this run)")
         p = d["paper"].astype(float)
         if p.notna().any():
-            ax.plot(xs, p, ls=":", marker="D", mfc="none", color=color, label=f"{label} (paper)")
+            ax.plot(xs, p, ls=":", marker="D", mfc="none", color=color, label=f"{series} (paper)")
     ax.set_xticks(list(x), models)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy (unparsed = wrong)")
