@@ -42,7 +42,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all report test venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
+.PHONY: all report test bench venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
@@ -50,6 +50,7 @@ help:
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
+	@echo "make bench [BENCH_ARGS=\"--n 32\"]                                      speed: student engines, judge prefix reuse (benchmarks/results/)"
 	@echo "make check                                                             validate parameters (and sizes against the data)"
 	@echo "make status                                                            which stages are up to date, and why not"
 	@echo "make lab                                                               JupyterLab on notebooks/"
@@ -107,6 +108,11 @@ status: venv
 
 test: venv
 	$(VENV)/bin/pytest -q
+
+# Speed benchmark (not a test): old vs new path side by side in one run, ratios in benchmarks/results/speed_<profile>.md
+BENCH_ARGS ?=
+bench: venv
+	$(PY) benchmarks/bench_speed.py --profile $(PROFILE) $(BENCH_ARGS)
 
 LAB_ARGS ?= --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv

@@ -22,9 +22,9 @@ PROMPTS = [
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _gp(batch_size=8, max_new_tokens=8, do_sample=False):
+def _gp(batch_size=8, max_new_tokens=8, do_sample=False, engine="static"):
     return GenerationParams(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=0.2, top_p=0.9,
-                            batch_size=batch_size)
+                            batch_size=batch_size, engine=engine)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,52 @@ def test_disable_adapter_equals_base_model(tok, tmp_path):
     with pytest.raises(ValueError, match="has no adapters"):
         with use_adapter(tiny_random_llama(tok), "M_int"):
             pass
+
+
+def test_continuous_engine_matches_static_greedy_in_input_order(tok, model):
+    """Continuous batching (2 slots for 5 prompts: slots are refilled) gives the static engine's greedy outputs, in
+    the caller's order, with the same counts and stop flags."""
+    static = generate(model, tok, PROMPTS, _gp(max_new_tokens=12), seed=0, progress=False)
+    cont = generate(model, tok, PROMPTS, _gp(batch_size=2, max_new_tokens=12, engine="continuous"), seed=0,
+                    progress=False)
+    assert cont.texts == static.texts
+    assert cont.new_token_counts == static.new_token_counts and cont.finished == static.finished
+    assert cont.settings["engine"] == "continuous" and "engine" not in static.settings
+    rev = generate(model, tok, PROMPTS[::-1], _gp(batch_size=2, max_new_tokens=12, engine="continuous"), seed=0,
+                   progress=False)
+    assert rev.texts == static.texts[::-1]
+
+
+def test_continuous_engine_follows_the_active_adapter(tok, tmp_path):
+    torch.manual_seed(10)
+    cfg = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                     task_type="CAUSAL_LM")
+    get_peft_model(tiny_random_llama(tok, seed=3), cfg).save_pretrained(tmp_path / "a")
+    model = M.attach_adapter(tiny_random_llama(tok, seed=3), tmp_path / "a", name="M_int")
+    gp_c = _gp(max_new_tokens=8, engine="continuous")
+    for name in (None, "M_int"):
+        with use_adapter(model, name):
+            assert (generate(model, tok, PROMPTS, gp_c, seed=0, progress=False).texts
+                    == generate(model, tok, PROMPTS, _gp(max_new_tokens=8), seed=0, progress=False).texts)
+    with use_adapter(model, None):
+        m0 = generate(model, tok, PROMPTS, gp_c, seed=0, progress=False).texts
+    with use_adapter(model, "M_int"):
+        assert generate(model, tok, PROMPTS, gp_c, seed=0, progress=False).texts != m0
+
+
+def test_generation_key_static_unchanged_continuous_distinct(tok, model):
+    """The static engine keeps the key it had before `engine` existed (old caches stay valid); continuous differs."""
+    from dart_utils.core.hashing import content_key
+    from dart_utils.lm.generation import GENERATION_CACHE_VERSION, eos_token_ids, generation_key
+    from dart_utils.lm.student import identity
+    import peft
+    import transformers
+    ids = [render_prompt_ids(tok, p) for p in PROMPTS]
+    gp = _gp()
+    old = content_key({"v": GENERATION_CACHE_VERSION, "model": identity(model), "adapter": None, "prompt_ids": ids,
+                       "decoding": {k: v for k, v in gp.model_dump(mode="json").items() if k != "engine"},
+                       "seed": 0, "eos": eos_token_ids(model, tok),
+                       "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                    "peft": peft.__version__}})
+    assert generation_key(model, tok, ids, gp, 0, None) == old
+    assert generation_key(model, tok, ids, _gp(engine="continuous"), 0, None) != old

@@ -50,7 +50,8 @@ def fake_run(tmp_path):
                                 figures / "fig_alpha.png"], fp, sizes={"train": 128, "val": 64, "test": 128},
               wall_time_s={"total": 2.0, "split": 0.5})
     _manifest(run, "01_beta", _table(tables, "beta_table", "Table B: stage one", "0.5151"), "an-older-fingerprint",
-              wall_time_s={"total": 3.0}, generation={"m0": "reused"},
+              wall_time_s={"total": 3.0},
+              generation={"m0": "reused", "m_int": {"new_tokens": 1234, "tokens_per_s": 56.7, "wall_time_s": 21.8}},
               teacher_llm={"calls": 0, "cache_hits": 244, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
                            "seconds": 0.0})                                  # an old manifest: no cached_* keys
     _manifest(run, "02_gamma", _table(tables, "gamma_table", "Table C: the audit", "0.6161"), fp,
@@ -134,13 +135,17 @@ def test_timings_use_the_history_for_the_cold_run(fake_run):
     params, kw = fake_run
     _, md, _ = _build(params, kw)
     rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
-            for r in _section(md, "Stage timings").split("### Steps")[0].splitlines() if r.startswith("| 0")}
+            for r in _section(md, "Stage timings").split("### ")[0].splitlines() if r.startswith("| 0")}
     status, last, finished, longest, n_runs, gen = rows["02_gamma"][:6]
     assert (status, finished, gen) == ("ran", "2026-02-03 12:00", "—")
     assert last == "0.40 s" and longest == "961.3 s (16.0 min) on 2026-01-01 11:00"   # not the failed 5000 s
     assert n_runs == "2 (+1 failed)"
     assert rows["01_beta"][1] == "8.9 s" and rows["01_beta"][3].startswith("1,350.0 s")
-    assert rows["01_beta"][5] == "m0 reused"
+    assert rows["01_beta"][5] == "1 generated, 1 reused"
+    gen_rows = {r for r in _section(md, "Stage timings").split("### Student generation")[1].split("### Steps")[0]
+            .splitlines() if r.startswith("| 0")}
+    assert gen_rows == {"| 01_beta | m0 | reused from the generation cache | — | — |",
+                        "| 01_beta | m_int | 1,234 | 21.8 s | 56.7 |"}      # readable columns, not a JSON cell
     assert rows["00_alpha"][3] == "no history yet" and rows["00_alpha"][1] == "4.9 s"
     assert rows["03_delta"][0] == "not run" and rows["03_delta"][1] == "—"
     assert "| 02_gamma | screen + judge | 0.05 s | 950.0 s (15.8 min) |" in md      # steps: last and cold run

@@ -155,6 +155,7 @@ class GenerationParams(_Section):
     temperature: NonNegFloat
     top_p: Annotated[float, Field(gt=0, le=1)]
     batch_size: PosInt
+    engine: Literal["static", "continuous"] = "static"
 
     @model_validator(mode="after")
     def _sampling_needs_temperature(self) -> GenerationParams:

@@ -137,8 +137,11 @@ def generate(model, tokenizer, prompts: list[list[dict]], gp: GenerationParams, 
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; load it with models.load_student / prepare_tokenizer")
     ids = prompt_ids if prompt_ids is not None else [render_prompt_ids(tokenizer, m, system_role) for m in prompts]
-    order = sorted(range(n), key=lambda i: (-len(ids[i]), i))
     cfg = _generation_config(model, tokenizer, gp)
+    if gp.engine == "continuous":
+        settings["engine"] = "continuous"
+        return _generate_continuous(model, tokenizer, ids, cfg, gp, seed, settings, desc, progress)
+    order = sorted(range(n), key=lambda i: (-len(ids[i]), i))
     stop = torch.tensor(cfg.eos_token_id)
     device = _device_of(model)
     texts: list[str] = [""] * n
@@ -181,8 +184,75 @@ def generate(model, tokenizer, prompts: list[list[dict]], gp: GenerationParams, 
                             prompt_token_counts=[len(x) for x in ids], settings=settings)
 
 
+def _split_at_stop(tokens: list[int], stop: set[int]) -> tuple[list[int], bool]:
+    """The tokens up to and including the first stop token, and whether there was one."""
+    for k, t in enumerate(tokens):
+        if t in stop:
+            return tokens[:k + 1], True
+    return tokens, False
+
+
+def _generate_continuous(model, tokenizer, ids: list[list[int]], cfg, gp: GenerationParams, seed: int,
+                         settings: dict, desc: str, progress: bool) -> GenerationResult:
+    """transformers' continuous batching (`generate_batch`): a finished sequence frees its slot at once and the next
+    prompt takes it, so no slot waits for the longest member of a fixed batch. At most `gp.batch_size` sequences
+    are in flight; paged attention on the unpadded prompts (no padding tokens at all). On a `PeftModel` the call
+    goes to the wrapped transformers model, whose layers carry the LoRA weights: the active adapter (or none, inside
+    `use_adapter(model, None)`) is what generates."""
+    from peft import PeftModel
+    from transformers import ContinuousBatchingConfig
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    sizing = {}
+    if _device_of(model).type == "cpu":
+        # transformers sizes the paged cache from free accelerator memory; on CPU that default allocates (and
+        # zeroes) a huge cache first (45 s before the first token for SmolLM2-135M). Size it to the workload:
+        # every sequence in flight at its longest.
+        longest = max(len(x) for x in ids) + gp.max_new_tokens
+        sizing = {"page_size": 64, "num_blocks": min(len(ids), gp.batch_size) * (-(-longest // 64)) + 4,
+                  "max_batch_tokens": 512}
+    cb = ContinuousBatchingConfig(max_requests_per_batch=gp.batch_size, allow_block_sharing=False,
+                                  use_cuda_graph=False, seed=seed if gp.do_sample else None, **sizing)
+    stop = set(cfg.eos_token_id)
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            out = inner.generate_batch(ids, generation_config=cfg, continuous_batching_config=cb,
+                                       progress_bar=progress, warmup=False)
+    finally:
+        if was_training:
+            model.train()
+    wall = time.perf_counter() - t0
+    results = list(out.values())
+    bad = [r.request_id for r in results if r.error is not None]
+    if len(results) != len(ids) or bad:
+        raise RuntimeError(f"{desc}: continuous batching returned {len(results)} of {len(ids)} outputs"
+                           f"{f'; failed requests {bad[:5]}' if bad else ''} (see the transformers log above); "
+                           f"set generation.engine: static to generate without it")
+    texts, counts, finished = [], [], []
+    for r in results:                       # generate_batch returns the outputs in input order
+        toks, hit = _split_at_stop(list(r.generated_tokens)[:gp.max_new_tokens], stop)
+        texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+        counts.append(len(toks))
+        finished.append(hit)
+    return GenerationResult(texts=texts, new_token_counts=counts, finished=finished, wall_time_s=wall,
+                            tokens_per_s=sum(counts) / wall if wall > 0 else 0.0,
+                            prompt_token_counts=[len(x) for x in ids], settings=settings)
+
+
 # ---- cached generation ----------------------------------------------------------------------------------------------
 GENERATION_CACHE_VERSION = 1
+
+
+def _decoding_key(gp: GenerationParams) -> dict:
+    """The decoding settings in the key. The static engine is keyed as before `engine` existed (its outputs did not
+    change), so caches made then stay valid; the continuous engine is keyed by name."""
+    d = gp.model_dump(mode="json")
+    if d.get("engine") == "static":
+        del d["engine"]
+    return d
 
 
 def generation_key(model, tokenizer, prompt_ids: list[list[int]], gp: GenerationParams, seed: int,
@@ -198,7 +268,7 @@ def generation_key(model, tokenizer, prompt_ids: list[list[int]], gp: Generation
     return content_key({
         "v": GENERATION_CACHE_VERSION, "model": identity(model),
         "adapter": dir_hash(adapter_dir) if adapter_dir is not None else None,
-        "prompt_ids": prompt_ids, "decoding": gp.model_dump(mode="json"), "seed": seed,
+        "prompt_ids": prompt_ids, "decoding": _decoding_key(gp), "seed": seed,
         "eos": eos_token_ids(model, tokenizer),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     })

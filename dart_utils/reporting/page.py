@@ -269,7 +269,7 @@ def _ran(history: list[dict]) -> list[dict]:
 
 
 def _timings(stages: list[Stage]) -> list:
-    rows, steps = [], []
+    rows, steps, generations = [], [], []
     any_history = any(st.history for st in stages)
     for st in stages:
         m, stamp = st.manifest or {}, st.stamp or {}
@@ -288,8 +288,15 @@ def _timings(stages: list[Stage]) -> list:
             longest = "no history yet"
         fails = len([h for h in st.history if h.get("status") == "failed"])
         gen = m.get("generation")
-        gen_s = ", ".join(f"{k} {v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
-                          for k, v in gen.items()) if isinstance(gen, dict) else "—"
+        gen_s = "—"
+        if isinstance(gen, dict) and gen:
+            made = {k: v for k, v in gen.items() if isinstance(v, dict)}
+            gen_s = ", ".join(x for x in (f"{len(made)} generated" if made else "",
+                                          f"{len(gen) - len(made)} reused" if len(gen) > len(made) else "") if x)
+            for k, v in gen.items():
+                generations.append([st.name, k] + (["reused from the generation cache", "—", "—"] if not made.get(k)
+                                   else [_int(v.get("new_tokens")), _secs(v.get("wall_time_s")),
+                                         _cell(v.get("tokens_per_s"))]))
         rows.append([st.name, st.status, _secs(last) if st.manifest else "—", _day(m.get("finished_utc")), longest,
                      f"{len(ran)}" + (f" (+{fails} failed)" if fails else ""), gen_s])
         cold_steps = (cold or {}).get("steps") or {}
@@ -304,6 +311,11 @@ def _timings(stages: list[Stage]) -> list:
                       "reused caches."),
            _md_table(["stage", "status", "last run", "finished (UTC)", "longest recorded run", "runs recorded",
                       "student generation"], rows)]
+    if generations:
+        out += ["### Student generation (last run)",
+                "New tokens include each output's stop token; tokens/s = new tokens / wall time of the whole "
+                "generation (batched). A reused generation was read from `runs/cache/generations/`: nothing ran.",
+                _md_table(["stage", "generation", "new tokens", "wall time", "tokens/s"], generations)]
     if steps:
         out += ["### Steps (from the manifests)",
                 _md_table(["stage", "step", "last run", "in the longest recorded run"], steps)]
