@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dart_utils.core.artifacts import Run
+from dart_utils.core.artifacts import Run, git_commit, project_relative
 from dart_utils.core.params import load
 from dart_utils.dart.judge import judge_messages
 from dart_utils.dart.parsing import parse_output
@@ -52,7 +52,7 @@ def student_section(P, run: Run, n: int) -> tuple[dict, list[dict], list[dict]]:
     model, tok = load_student(P.student, run.cache_dir / "models")
     adapter = run.stage_dir("01_distill") / "stage1" / "adapter"
     if adapter.is_dir():
-        model, m_int_source = attach_adapter(model, adapter, name="M_int"), f"Stage I adapter {adapter}"
+        model, m_int_source = attach_adapter(model, adapter, name="M_int"), f"Stage I adapter {project_relative(adapter)}"
     else:       # a fresh clone: an adapter of the same shape (same compute), randomly initialised
         from peft import LoraConfig, get_peft_model
         torch.manual_seed(0)
@@ -204,8 +204,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     P = load(a.profile)
     run = Run(P)
-    import subprocess
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit() or "unknown"       # "-dirty": the code differed from HEAD when this ran
+    commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
     res = {"profile": a.profile, "when": datetime.now(UTC).isoformat(timespec="minutes"), "commit": commit,
            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
            "torch": torch.__version__}
