@@ -46,6 +46,7 @@ OUT = Path(__file__).resolve().parent / "results"
 
 def student_section(P, run: Run, n: int) -> tuple[dict, list[dict], list[dict]]:
     """Static vs continuous engine for M0 and M_int; returns the results, the test rows and M0/M_int texts."""
+    out["judge_headroom"] = judge_headroom(P.judge, jm, P.run.seed)
     dd = splits.make_splits(suite.load_suite(P), P.splits, P.data.benchmarks)
     rows = list(dd["test"])[:n]
     msgs = [inference_messages(r["question"]) for r in rows]
@@ -137,6 +138,40 @@ def chat_calls(cfg, messages: list[list[dict]], seed: int, reuse: bool) -> tuple
     return texts, secs
 
 
+def judge_headroom(cfg, messages: list[list[dict]], seed: int, width: int = 4, steps: int = 24) -> dict:
+    """Where a judge call's time goes, and what batching could still win. Each call is made twice with prefix reuse:
+    with max_tokens=1 (prompt evaluation only) and in full; the difference is decoding. Then the decode rate of one
+    token per step against `width` tokens per step (one forward pass over `width` positions: the matrix shapes of
+    decoding `width` sequences at once, as llama.cpp's server slots do). Amdahl's bound for `width` parallel
+    slots: 1 / (prompt share + decode share / batch gain)."""
+    llm, lock = _llama(offline_models.gguf_path(cfg.model), cfg.n_ctx, seed)
+    prompt_s = decode_s = 0.0
+    with lock:
+        llm.reset()
+        for m in messages:
+            t0 = time.perf_counter()
+            llm.create_chat_completion(messages=m, temperature=cfg.temperature, max_tokens=1, seed=seed)
+            t1 = time.perf_counter()
+            llm.create_chat_completion(messages=m, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed)
+            prompt_s, decode_s = prompt_s + t1 - t0, decode_s + time.perf_counter() - t1
+        toks = llm.tokenize(b"The two responses differ in tone and content. " * 30)[:300 + width]
+        llm.reset()
+        llm.eval(toks[:300])
+        rate = {}
+        for w in (1, width):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                llm.n_tokens = 300
+                llm.eval(toks[300:300 + w])
+            rate[w] = steps * w / (time.perf_counter() - t0)
+        llm.reset()
+    share = prompt_s / (prompt_s + decode_s)
+    gain = rate[width] / rate[1]
+    return {"prompt_share": round(share, 2), "decode_share": round(1 - share, 2), "width": width,
+            "decode_tokens_per_s_1": round(rate[1], 1), f"decode_tokens_per_s_{width}": round(rate[width], 1),
+            "batch_gain": round(gain, 2), "parallel_slots_bound": round(1 / (share + (1 - share) / gain), 2)}
+
+
 def llm_section(P, rows, texts, judge_n: int, teacher_n: int) -> dict:
     out = {}
     if P.judge.backend != "llama_cpp":
@@ -153,6 +188,7 @@ def llm_section(P, rows, texts, judge_n: int, teacher_n: int) -> dict:
                     "median_s_reuse": round(statistics.median(s_on), 2),
                     "speedup": round(sum(s_off) / sum(s_on), 2),
                     "identical_verdicts": sum(a == b for a, b in zip(t_off, t_on))}
+    out["judge_headroom"] = judge_headroom(P.judge, jm, P.run.seed)
     dd = splits.make_splits(suite.load_suite(P), P.splits, P.data.benchmarks)
     tm = [teacher_distill_messages(r["question"], r["gold"]) for r in list(dd["train"])[:teacher_n]]
     _, s_t = chat_calls(P.teacher, tm, P.run.seed, reuse=True)
@@ -189,6 +225,15 @@ def markdown(res: dict) -> str:
                   f"| judge | {j['calls']} | {j['no_reuse_calls_per_s']} | {j['reuse_calls_per_s']} | "
                   f"**{j['speedup']}×** | {j['identical_verdicts']}/{j['calls']} |",
                   f"| teacher | {t['calls']} | — | {t['calls_per_s']} | — | — |", ""]
+        h = res["llm"].get("judge_headroom")
+        if h:
+            w = h["width"]
+            lines += [f"Where a judge call's time goes (prefix reused): prompt evaluation {h['prompt_share']:.0%}, "
+                      f"decoding {h['decode_share']:.0%}. llama.cpp decodes {h['decode_tokens_per_s_1']} tokens/s one "
+                      f"token per step and {h[f'decode_tokens_per_s_{w}']} tokens/s {w} per step "
+                      f"({h['batch_gain']}×), so {w} parallel judge slots (llama.cpp server) could add at most "
+                      f"**{h['parallel_slots_bound']}×** on top of prefix reuse (Amdahl: prompt evaluation is already "
+                      "compute-bound and does not batch further).", ""]
     else:
         lines += [f"Judge and teacher: {res['llm'].get('skipped')}", ""]
     return "\n".join(lines) + "\n"

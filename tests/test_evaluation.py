@@ -50,3 +50,26 @@ def test_to_predictions_parses_each_output():
     assert preds[1]["prediction"] is None and preds[1]["failure"] == "refusal" and preds[1]["new_tokens"] == 7
     with pytest.raises(ValueError):
         E.to_predictions(rows, ["only one"], [1], "m0")
+
+
+def test_both_parse_rules_in_records_metrics_and_tables():
+    rows = [{"id": str(k), "benchmark": "D1", "category": "descriptive", "condition": c, "gold": g}
+            for k, (c, g) in enumerate([("DIFF", "YES"), ("EQUAL", "NO"), ("EQUAL", "NO"), ("DIFF", "YES")])]
+    texts = ["Why.\nConclusion: YES", "Conclusion: No, they are equal.", "Why.\nConclusion: YES/NO", "Unsure."]
+    recs = E.to_predictions(rows, texts, [5] * 4, "m0")
+    assert [r["prediction"] for r in recs] == ["YES", None, None, None]
+    assert [r["prediction_first_match"] for r in recs] == ["YES", "NO", "YES", None]
+    df = pd.DataFrame(recs)
+    m = E.decision_metrics(df)
+    assert m["parse_rate"] == 0.25 and m["parse_rate_first_match"] == 0.75
+    assert m["acc_overall"] == 0.25 and m["acc_overall_first_match"] == 0.5
+    assert m["acc_equal"] == 0.0 and m["acc_equal_first_match"] == 0.5
+    # a frame without the first-match columns is re-parsed from its raw text, with the same result
+    old = df.drop(columns=["prediction_first_match", "parsed_first_match"])
+    assert E.decision_metrics(old)["parse_rate_first_match"] == 0.75
+    assert math.isnan(E.decision_metrics(DF)["parse_rate_first_match"])     # no raw text: no first-match view
+    # the paper's value stands beside both rules' rows
+    t = E.compare_models({"m0": m}, {"m0": {"parse_rate": 0.73}}, "llama").set_index("metric")
+    assert t.loc["Parse rate", "m0"] == 0.25 and t.loc["Parse rate [first-match rule, as the paper]", "m0"] == 0.75
+    assert t.loc["Parse rate [first-match rule, as the paper]", "paper m0 (llama)"] == "0.730"
+    assert E.per_benchmark(df).set_index("benchmark").loc["D1", "parse_rate_first_match"] == 0.75

@@ -323,3 +323,23 @@ def test_figure3_draws_the_data(tmp_path):
     fig.savefig(tmp_path / "f3.png")
     plt.close(fig)
     assert (tmp_path / "f3.png").stat().st_size > 10_000
+
+
+def test_table2_adds_first_match_rows_tested_on_the_authors_parse():
+    """With raw texts, Table 2 repeats accuracy, DIFF, EQUAL and parse % under the first-match rule; the McNemar test
+    of those rows uses the first-match predictions (here M0 answers 'Conclusion: Yes, because ...': unparsed for us,
+    correct for the authors)."""
+    m0, md = frame([False] * 10, parsed=[False] * 10), frame([True] * 10)
+    m0 = m0.assign(raw_text=["Conclusion: Yes, because of history."] * 8 + ["Nothing."] * 2)
+    md = md.assign(raw_text=["Why.\nConclusion: YES"] * 10)
+    t, notes = MR.table2(m0, md, "llama-3-8b-instruct")
+    strict, fm = row(t, "Parse %"), row(t, "Parse % [first-match]")
+    assert (strict["this run M0"], fm["this run M0"]) == (0.0, 0.8)
+    assert strict["n tested"] == fm["n tested"] == 10
+    assert strict["p"] == pytest.approx(2 * 0.5 ** 10) and fm["p"] == pytest.approx(0.5)
+    assert row(t, "Accuracy Overall [first-match]")["this run M0"] == 0.8
+    assert row(t, "Accuracy Overall [first-match]")["paper M0"] == row(t, "Accuracy Overall")["paper M0"]
+    assert any("first-match" in n for n in notes)
+    # frames without raw text have no first-match rows
+    t, _ = MR.table2(frame([False] * 4), frame([True] * 4), "llama-3-8b-instruct")
+    assert not t["metric"].str.contains("first-match").any()

@@ -257,3 +257,37 @@ def test_statement_at_end_of_last_line(data, r, c, words):
     if re.fullmatch(r"[\s\-*+•_`~#>]*(\d+[.)])?[\s\-*+•_`~#>]*", words):
         return  # only a bullet / markdown: it is the statement's own line lead, not rationale text
     assert words.strip().rstrip("*_`~#> \t") in out.rationale
+
+
+# --- the authors' first-match rule (reference §3.1-3.2), for comparison with the paper's parse rates ---
+from dart_utils.dart.parsing import RULES, parse, parse_first_match  # noqa: E402
+
+
+@pytest.mark.parametrize("text,strict,first", [
+    ("Analysis.\nConclusion: YES", "YES", "YES"),
+    ("Conclusion: Yes, because the groups differ.", None, "YES"),      # strict: something follows the value
+    ("Reasoning.\nConclusion: YES/NO", None, "YES"),                   # a hedge for us, YES for the authors
+    ("Before the Conclusion: NO line.\nConclusion: YES", "YES", "NO"),  # the first mention wins for the authors
+    ("Reasoning.\n**Conclusion:** YES", "YES", None),                  # markdown between label and value
+    ("Reasoning.\n\n\nConclusion: NO", "NO", None),                    # cut at the first blank-blank line
+    ("conclusion : no.", "NO", "NO"),
+    ("Conclusion: Noted that both differ", None, None),                # \b after NO: "Noted" is no answer
+    ("", None, None),
+])
+def test_first_match_rule_against_strict(text, strict, first):
+    assert parse(text, "strict").conclusion == strict == parse_output(text).conclusion
+    f = parse_first_match(text)
+    assert f.conclusion == first and f.parsed == (first is not None) == parse(text, "first_match").parsed
+    assert f.failure in (None, "empty", "no_conclusion")
+
+
+def test_first_match_rationale_is_text_before_the_first_line_marker():
+    assert parse_first_match("Groups differ.\nMore.\nConclusion: YES\nextra").rationale == "Groups differ.\nMore."
+    assert parse_first_match("Groups differ. Conclusion: NO").rationale == "Groups differ."
+    assert parse_first_match("No marker at all.").rationale == "No marker at all."
+
+
+def test_unknown_rule_is_rejected():
+    assert RULES == ("strict", "first_match")
+    with pytest.raises(ValueError, match="first_match"):
+        parse("Conclusion: YES", "paper")

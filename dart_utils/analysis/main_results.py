@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..core.artifacts import read_jsonl
 from ..core.paper import reported
-from ..dart.evaluation import decision_metrics, per_benchmark
+from ..dart.evaluation import decision_metrics, per_benchmark, under_rule
 from . import statistics as S
 
 MODELS = ("m0", "m_int", "m_dart")
@@ -46,7 +46,13 @@ TABLE2_ROWS = [
     ("f1_normative", "Macro-F1 N1–N4", "parsed only", None),
     ("f1_overall", "Macro-F1 Overall", "unparsed = wrong", None),
     ("parse_rate", "Parse %", "all items", ("parse",)),
+    # the same under the authors' first-match parse rule (evaluation.under_rule), the one the paper counted with
+    ("acc_overall_first_match", "Accuracy Overall [first-match]", "unparsed = wrong", ("acc", None, False)),
+    ("acc_diff_first_match", "DIFF Acc [first-match]", "unparsed = wrong", ("acc", ("condition", "DIFF"), False)),
+    ("acc_equal_first_match", "EQUAL Acc [first-match]", "unparsed = wrong", ("acc", ("condition", "EQUAL"), False)),
+    ("parse_rate_first_match", "Parse % [first-match]", "all items", ("parse",)),
 ]
+FIRST_MATCH = "_first_match"
 # Table 16 metrics: (label, subset, parsed_only)
 TABLE16_METRICS = [("Overall", None, False), ("DIFF", ("condition", "DIFF"), False),
                    ("EQUAL", ("condition", "EQUAL"), False), ("Descriptive (D1–D4)", ("category", "descriptive"), True),
@@ -178,27 +184,37 @@ def table2(m0: pd.DataFrame, m_dart: pd.DataFrame, student: str, alpha: float = 
     ma, mb = decision_metrics(m0), decision_metrics(m_dart)
     rows = []
     for metric, label, convention, test in TABLE2_ROWS:
+        if np.isnan(ma[metric]) and metric.endswith(FIRST_MATCH):
+            continue                # a frame without raw texts (or first-match columns) has no first-match view
         row = {"metric": label, "convention": convention, "this run M0": _r3(ma[metric]),
                "this run M_DART": _r3(mb[metric]), "Δ": _r3(mb[metric] - ma[metric])}
         if test is None:
             row |= {"n tested": None, "p": None, "p (Bonferroni)": None, "mark": NOT_TESTED}
         else:
-            r = (paired_mcnemar(m0, m_dart, on="parsed") if test[0] == "parse"
-                 else paired_mcnemar(m0, m_dart, subset=test[1], parsed_only=test[2]))
+            rule = "first_match" if metric.endswith(FIRST_MATCH) else "strict"
+            a, b = under_rule(m0, rule), under_rule(m_dart, rule)
+            r = (paired_mcnemar(a, b, on="parsed") if test[0] == "parse"
+                 else paired_mcnemar(a, b, subset=test[1], parsed_only=test[2]))
             p_adj = None if np.isnan(r["p"]) else min(1.0, r["p"] * comparisons)
             row |= {"n tested": r["n"], "p": None if np.isnan(r["p"]) else r["p"], "p (Bonferroni)": p_adj,
                     "mark": _mark(r["p"], alpha / comparisons)}
-        p0, p1 = paper["m0"].get(metric), paper["m_dart"].get(metric)
+        base = metric.removesuffix(FIRST_MATCH)      # the paper's value stands beside both parse rules' rows
+        p0, p1 = paper["m0"].get(base), paper["m_dart"].get(base)
         row |= {"paper M0": p0, "paper M_DART": p1,
                 "paper Δ": None if p0 is None or p1 is None else round(p1 - p0, 3),
-                "paper mark": marks.get(metric, "")}
+                "paper mark": marks.get(base, "")}
         rows.append(row)
     notes = [f"Paper: Table 2, {key}.", (f"Marks: exact McNemar, Bonferroni over {comparisons} comparisons "
              f"(adjusted α = {alpha}/{comparisons} = {alpha / comparisons:.4f}); *** / ** / * = adjusted p < .001 / .01 "
              "/ .05, – = not significant, n/t = not tested (no McNemar test for macro-F1), n/a = no paired items."),
              ("Overall, DIFF and EQUAL count a parse failure as wrong; D1–D4 / N1–N4 rows are parsed-only (each model on "
              "its own parsed items); their McNemar test uses the items both models parsed (n tested)."),
-             "Parse %: McNemar on the parsed indicator (the paper marks no test on it)."]
+             "Parse %: McNemar on the parsed indicator (the paper marks no test on it).",
+             ("Parse rules: rows without a tag use our strict parser (dart_utils/dart/parsing.py), which every headline "
+              "number uses; rows tagged [first-match] re-parse the same outputs with the authors' rule (the first "
+              "'Conclusion: YES|NO' anywhere, also 'Conclusion: Yes, because ...'), the convention behind the paper's "
+              "parse rates, so those rows are the ones comparable with the paper's columns (shown beside both). The "
+              f"first-match rows are a comparison view: the Bonferroni m stays {comparisons}.")]
     df = pd.DataFrame(rows).astype({"n tested": "Int64"})
     return df, notes + ([fallback] if fallback else [])
 
@@ -208,9 +224,19 @@ def _average_row(label: str, part: pd.DataFrame) -> dict:
     k = int(part["this run M0"].notna().sum()), int(part["this run M_DART"].notna().sum())
     return {"benchmark": label, "type": "", "n": int(part["n"].sum()),
             "parsed M0": int(part["parsed M0"].sum()), "parsed M_DART": int(part["parsed M_DART"].sum()),
+            **{c: (int(part[c].sum()) if part[c].notna().all() else None)
+               for c in ("parsed M0 [first-match]", "parsed M_DART [first-match]")},
             "this run M0": _r3(part["this run M0"].mean()), "this run M_DART": _r3(part["this run M_DART"].mean()),
             "Δ": _r3(part["Δ"].mean()) if k == (len(part), len(part)) else None, "benchmarks averaged": f"M0 {k[0]}, M_DART {k[1]} of {len(part)}",
             "paper M0": None, "paper M_DART": None, "paper Δ (pp)": None}
+
+
+def _first_match_counts(a: pd.DataFrame, b: pd.DataFrame, bench: str) -> dict:
+    """Parsed counts under the first-match rule (None where a frame cannot give them)."""
+    def n(x):
+        v = x.loc[bench, "parse_rate_first_match"] * x.loc[bench, "n"]
+        return None if np.isnan(v) else round(v)
+    return {"parsed M0 [first-match]": n(a), "parsed M_DART [first-match]": n(b)}
 
 
 def table13(m0: pd.DataFrame, m_dart: pd.DataFrame, student: str) -> tuple[pd.DataFrame, list[str]]:
@@ -229,6 +255,7 @@ def table13(m0: pd.DataFrame, m_dart: pd.DataFrame, student: str) -> tuple[pd.Da
         rows.append({"benchmark": bench, "type": types[bench], "n": int(a.loc[bench, "n"]),
                      "parsed M0": round(a.loc[bench, "parse_rate"] * a.loc[bench, "n"]),
                      "parsed M_DART": round(b.loc[bench, "parse_rate"] * b.loc[bench, "n"]),
+                     **_first_match_counts(a, b, bench),
                      "this run M0": _r3(acc0), "this run M_DART": _r3(acc1), "Δ": _r3(acc1 - acc0),
                      "benchmarks averaged": "",
                      "paper M0": None,

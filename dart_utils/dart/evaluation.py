@@ -8,13 +8,18 @@ gold, prediction (YES/NO/None), parsed).
 `predictions` is how every stage gets a model's answers: the prompts (App. E.3 by default) go through
 `lm.generation.cached_generate` (raw outputs cached under a key that covers every input of the generation), and the
 records are parsed anew from the raw texts each time, so they always reflect the current parser.
+
+Two parse rules (`parsing.RULES`): `prediction` / `parsed` are the strict rule's, which every headline number uses;
+`prediction_first_match` / `parsed_first_match` are the authors' rule, under which the paper counted its parse rates.
+`decision_metrics` reports parse rate and the unparsed-=-wrong accuracies under both (`*_first_match` keys), so a
+table can show our number and the one comparable with the paper side by side.
 """
 from __future__ import annotations
 
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .parsing import PARSER_VERSION, parse_output
+from .parsing import PARSER_VERSION, parse_first_match, parse_output
 from .prompts import inference_messages
 
 LABELS = ["YES", "NO"]
@@ -32,8 +37,38 @@ def _macro_f1(df: pd.DataFrame) -> float:
     return float(f1_score(df["gold"], pred, labels=LABELS, average="macro", zero_division=0))
 
 
+FIRST_MATCH_KEYS = ("acc_overall", "acc_diff", "acc_equal", "parse_rate")   # also reported under the authors' rule
+
+
+def under_rule(df: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The frame with `prediction` / `parsed` of parse rule `rule` ("strict": unchanged; "first_match": from the
+    `*_first_match` columns, or parsed from `raw_text` where a frame predates them)."""
+    if rule == "strict":
+        return df
+    if rule != "first_match":
+        raise ValueError(f"parse rule must be 'strict' or 'first_match', got {rule!r}")
+    if "prediction_first_match" in df.columns:
+        return df.assign(prediction=df["prediction_first_match"], parsed=df["parsed_first_match"].astype(bool))
+    if "raw_text" not in df.columns:
+        raise KeyError("a predictions frame needs prediction_first_match/parsed_first_match or raw_text for the "
+                       "first_match rule")
+    p = [parse_first_match(t) for t in df["raw_text"]]
+    return df.assign(prediction=[x.conclusion for x in p], parsed=[x.parsed for x in p])
+
+
 def decision_metrics(df: pd.DataFrame) -> dict[str, float]:
-    """The Table 2 metrics for one model's predictions on one split."""
+    """The Table 2 metrics for one model's predictions on one split (strict rule), plus parse rate and the
+    unparsed-=-wrong accuracies under the authors' first-match rule (`<key>_first_match`; NaN when the frame has
+    neither the first-match columns nor the raw text)."""
+    out = _metrics(df)
+    try:
+        fm = _metrics(under_rule(df, "first_match"))
+    except KeyError:
+        fm = dict.fromkeys(FIRST_MATCH_KEYS, float("nan"))
+    return out | {f"{k}_first_match": fm[k] for k in FIRST_MATCH_KEYS}
+
+
+def _metrics(df: pd.DataFrame) -> dict[str, float]:
     parsed = df[df["parsed"]]
     desc, norm = parsed[parsed.category == "descriptive"], parsed[parsed.category == "normative"]
     return {
@@ -53,11 +88,17 @@ def decision_metrics(df: pd.DataFrame) -> dict[str, float]:
 
 
 def per_benchmark(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 13 style: parsed-only accuracy, n and parse rate per benchmark."""
+    """Table 13 style: parsed-only accuracy, n and parse rate per benchmark (parse rate also under the first-match
+    rule where the frame allows it)."""
     rows = []
     for bench, g in df.groupby("benchmark"):
         p = g[g["parsed"]]
-        rows.append({"benchmark": bench, "n": len(g), "parse_rate": g["parsed"].mean(), "acc_parsed_only": _acc(p),
+        try:
+            fm = float(under_rule(g, "first_match")["parsed"].mean())
+        except KeyError:
+            fm = float("nan")
+        rows.append({"benchmark": bench, "n": len(g), "parse_rate": g["parsed"].mean(), "parse_rate_first_match": fm,
+                     "acc_parsed_only": _acc(p),
                      "acc_diff": _acc(g[g.condition == "DIFF"]), "acc_equal": _acc(g[g.condition == "EQUAL"])})
     return pd.DataFrame(rows)
 
@@ -73,19 +114,24 @@ METRIC_LABELS = {
     "f1_normative": "N1–N4 macro-F1 (parsed only)",
     "parse_rate": "Parse rate",
     "pred_yes_rate": "Share predicted YES",
+    "parse_rate_first_match": "Parse rate [first-match rule, as the paper]",
+    "acc_overall_first_match": "Accuracy, overall [first-match rule]",
+    "acc_equal_first_match": "EQUAL accuracy [first-match rule]",
+    "acc_diff_first_match": "DIFF accuracy [first-match rule]",
 }
 
 
 def compare_models(metrics: dict[str, dict[str, float]], paper: dict[str, dict[str, float]] | None,
                    paper_label: str) -> pd.DataFrame:
-    """One row per metric: each model's value, then the paper's reported value for the same model where stated."""
+    """One row per metric: each model's value, then the paper's reported value for the same model where stated (the
+    paper's value stands beside both parse rules' rows: it was counted under the first-match rule)."""
     rows = []
     for key, label in METRIC_LABELS.items():
         row = {"metric": label}
         for model, m in metrics.items():
             row[model] = round(m[key], 3)
         for model in metrics:
-            ref = (paper or {}).get(model, {}).get(key)
+            ref = (paper or {}).get(model, {}).get(key.removesuffix("_first_match"))   # the paper's one value
             row[f"paper {model} ({paper_label})"] = "—" if ref is None else f"{ref:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -95,11 +141,12 @@ def to_predictions(rows, texts: list[str], new_tokens: list[int], model: str) ->
     """One prediction record per test item: the raw text, the parsed rationale and conclusion, and the flags."""
     out = []
     for r, text, n in zip(rows, texts, new_tokens, strict=True):
-        p = parse_output(text)
+        p, f = parse_output(text), parse_first_match(text)
         out.append({"id": r["id"], "benchmark": r["benchmark"], "category": r["category"],
                     "condition": r["condition"], "gold": r["gold"], "model": model, "raw_text": text,
                     "rationale": p.rationale, "prediction": p.conclusion, "parsed": p.parsed,
-                    "failure": p.failure, "new_tokens": n})
+                    "failure": p.failure, "prediction_first_match": f.conclusion, "parsed_first_match": f.parsed,
+                    "new_tokens": n})
     return out
 
 

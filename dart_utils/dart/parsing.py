@@ -1,6 +1,14 @@
-"""The one parser for teacher targets, training data and evaluation outputs.
+r"""The one parser for teacher targets, training data and evaluation outputs, with two named rules (`RULES`).
 
-Rules (all matching case-insensitive; the text is stripped first):
+* `strict` (ours; `parse_output`): every training target, drift case and headline number uses it. Why: a target
+  or prediction must carry one unambiguous final decision, and the rationale must be the reasoning alone.
+* `first_match` (the authors' code, reference §3.1; `parse_first_match`): the first `Conclusion\s*:\s*(YES|NO)\b`
+  anywhere in the output cut at its first blank-blank line, case-insensitive. The paper's parse rates (Table 2:
+  61.8–80.5 % for M0) were counted this way, so every parse-rate and accuracy table shows it beside `strict` for
+  comparison. It also accepts "Conclusion: Yes, because ...", "Conclusion: YES/NO" (as YES) and an earlier
+  mention over the final line; it fails `**Conclusion:** YES`, which `strict` accepts.
+
+Rules of `strict` (all matching case-insensitive; the text is stripped first):
 * A conclusion statement is the label "Conclusion" + a separator (":" or "-", "–", "—") + YES or NO, tolerating
   markdown around the parts ("**Conclusion:** YES", "### Conclusion: no", "- Conclusion: `NO`"), spacing (also a
   line break between "Conclusion:" and the value), quotes/brackets around the value and trailing punctuation
@@ -54,6 +62,9 @@ _REFUSAL = re.compile(
     rf"(?:\s+to)?\s+(?:{_VERBS}))", re.IGNORECASE)
 _ANALYSIS = re.compile(r"^[*_#>\s]*analysis[*_\s]*[:：][*_\s]*", re.IGNORECASE)
 FAILURES = ("empty", "refusal", "hedge", "conflicting", "no_conclusion")
+RULES = ("strict", "first_match")      # the headline rule first
+_FIRST = re.compile(r"Conclusion\s*:\s*(YES|NO)\b", re.IGNORECASE)                 # reference §3.1, verbatim
+_FIRST_LINE = re.compile(r"(.*?)(?:\n\s*Conclusion\s*:\s*(?:YES|NO)\b.*)$", re.IGNORECASE | re.DOTALL)   # §3.2
 # The parser's identity, stored in every prediction record: this file's source (a change of any rule changes it).
 PARSER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
@@ -105,3 +116,27 @@ def parse_output(text: str | None) -> ParsedOutput:
     if any(v != value for _, _, k, v in stmts if k == "decision"):
         return ParsedOutput(None, rationale, False, "conflicting")
     return ParsedOutput(value, rationale, True, None)
+
+
+def parse_first_match(text: str | None) -> ParsedOutput:
+    """The authors' rule (reference §3.1–3.2), for comparison with the paper's parse rates: the text is cut at its
+    first "\n\n\n" and stripped; the conclusion is the first `Conclusion: YES|NO` match anywhere; the rationale is
+    the text before the first such marker that begins a line, else before the first match, else the whole text.
+    Failures are "empty" or "no_conclusion" only (the authors detect no refusal or hedge)."""
+    s = (text or "").split("\n\n\n", 1)[0].strip()
+    if not s:
+        return ParsedOutput(None, "", False, "empty")
+    m = _FIRST.search(s)
+    if not m:
+        return ParsedOutput(None, s, False, "no_conclusion")
+    line = _FIRST_LINE.match(s)
+    return ParsedOutput(m.group(1).upper(), (line.group(1) if line else s[:m.start()]).strip(), True, None)
+
+
+def parse(text: str | None, rule: str = "strict") -> ParsedOutput:
+    """Parse with a named rule (`RULES`)."""
+    if rule == "strict":
+        return parse_output(text)
+    if rule == "first_match":
+        return parse_first_match(text)
+    raise ValueError(f"parse rule must be one of {RULES}, got {rule!r}")

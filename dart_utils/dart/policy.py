@@ -167,7 +167,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         diff, equal = g[g["condition"] == "DIFF"], g[g["condition"] == "EQUAL"]
         rows.append({"model": model, "mode": mode, "n": len(g), "acc_overall": m["acc_overall"],
                      "acc_diff": m["acc_diff"], "acc_equal": m["acc_equal"], "parse_rate": m["parse_rate"],
-                     "no_conclusion_rate": 1 - m["parse_rate"], "yes_rate": m["pred_yes_rate"],
+                     "parse_rate_first_match": m["parse_rate_first_match"],
+                     "acc_overall_first_match": m["acc_overall_first_match"], "no_conclusion_rate": 1 - m["parse_rate"], "yes_rate": m["pred_yes_rate"],
                      "tox_median": _tox(g, .5), "tox_q95": _tox(g, .95),
                      "tox_median_diff": _tox(diff, .5), "tox_q95_diff": _tox(diff, .95),
                      "tox_median_equal": _tox(equal, .5), "tox_q95_equal": _tox(equal, .95),
@@ -206,7 +207,8 @@ def table17(s: pd.DataFrame) -> pd.DataFrame:
            ("m_int", "two_pass"): {"tox": paper["m_int"]["toxicity_median_policy"]},
            ("m_dart", "off"): {"tox": paper["m_dart_policy_effect"]["toxicity_median_no_policy"]},
            ("m_dart", "two_pass"): {"tox": paper["m_dart_policy_effect"]["toxicity_median_policy"]}}
-    cols = ["model", "mode", "n", "acc_overall", "acc_equal", "acc_diff", "parse_rate", "tox_median", "tox_q95",
+    cols = ["model", "mode", "n", "acc_overall", "acc_equal", "acc_diff", "parse_rate", "parse_rate_first_match",
+            "acc_overall_first_match", "tox_median", "tox_q95",
             "tox_median_diff", "tox_median_equal", "tox_q95_diff", "tox_q95_equal"]
     t = s[cols].copy()
     for key, label in (("acc", "paper acc"), ("eq", "paper EQUAL"), ("tox", "paper tox median")):

@@ -220,7 +220,8 @@ def accuracy_by_repaired(predictions: dict, repaired_ids) -> pd.DataFrame:
             m = decision_metrics(part)
             rows.append({"items": subset, "model": name, "n": m["n"], "acc_overall": round(m["acc_overall"], 3),
                          "acc_diff": round(m["acc_diff"], 3), "acc_equal": round(m["acc_equal"], 3),
-                         "parse_rate": round(m["parse_rate"], 3)})
+                         "parse_rate": round(m["parse_rate"], 3),
+                         "parse_rate_first_match": round(m["parse_rate_first_match"], 3)})
     return pd.DataFrame(rows)
 
 
