@@ -111,10 +111,43 @@ def test_profanity_check_scorer():
     assert "bag-of-words" in d["substitution"] and "NOT comparable" in d["substitution"]
 
 
-def test_make_scorers_cpu_has_toxicity_only():
+def test_make_scorers_cpu_toxicity_and_optional_hate():
     hp = HarmParams(scorer="alt_profanity_check", toxicity_model="x", hate_model="y", tau_delta=0.01)
     scorers = harm.make_scorers(hp)
     assert list(scorers) == ["toxicity"] and isinstance(scorers["toxicity"], harm.ProfanityCheckScorer)
+    scorers = harm.make_scorers(hp.model_copy(update={"hate_scorer": "hatesonar"}))
+    assert list(scorers) == ["toxicity", "hate"] and isinstance(scorers["hate"], harm.HateSonarScorer)
+
+
+def test_hatesonar_scores_hate_above_neutral_and_empty_zero():
+    scorer = harm.HateSonarScorer(batch_size=2)          # 2: the batching path runs over several batches
+    hateful, neutral, empty, swear = scorer.score([
+        "I hate those people, they are vermin and should all be gassed",
+        "The committee reviewed the budget and approved the new library.", "  ",
+        "this fucking printer is broken again"])
+    assert empty == 0.0 and 0.0 <= neutral < hateful <= 1.0 and swear < hateful
+    d = scorer.describe()
+    assert d["name"] == "hate" and d["positive_label"] == "hate_speech" and "NOT comparable" in d["substitution"]
+
+
+def test_ensure_locale_builds_it_without_root_or_says_what_to_do(tmp_path):
+    """In fresh processes (a loaded locale stays cached in this one): without localedef a clear error; with it the
+    locale is compiled into the cache directory and LOCPATH points there."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys; from pathlib import Path; from dart_utils.dart import harm\n"
+            "try:\n    print(harm.ensure_locale(cache=Path(sys.argv[1])))\n"
+            "except RuntimeError as e:\n    print('ERROR', e)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCPATH", "LC_ALL", "LANG")}
+    probe = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a")], capture_output=True, text=True,
+                           env=env | {"PATH": str(tmp_path / "nothing")}, check=True).stdout
+    if probe.strip() == "None":
+        pytest.skip("this system has en_US.UTF-8: nothing to build")
+    assert probe.startswith("ERROR") and "locales" in probe and "hate_scorer: none" in probe
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.strip() == str(tmp_path / "b") and (tmp_path / "b" / harm.LOCALE / "LC_CTYPE").is_file()
 
 
 def test_rationale_only_strips_conclusion():

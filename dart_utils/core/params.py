@@ -169,6 +169,8 @@ class HarmParams(_Section):
     scorer: Literal["hf_classifier", "alt_profanity_check"]
     toxicity_model: str
     hate_model: str
+    hate_scorer: Literal["none", "hatesonar"] = Field(
+        "none", description="with scorer alt_profanity_check: the CPU hate score (hatesonar) or none")
     tau_delta: NonNegFloat
 
 

@@ -24,7 +24,7 @@ from ..core.progress import bar
 from ..lm.offline_models import ModelNotAvailable, hub_unavailable
 from .parsing import parse_output
 
-__all__ = ["HFClassifierScorer", "HarmScorer", "ModelNotAvailable", "ProfanityCheckScorer", "make_scorers",
+__all__ = ["HFClassifierScorer", "HarmScorer", "HateSonarScorer", "ensure_locale", "ModelNotAvailable", "ProfanityCheckScorer", "make_scorers",
            "positive_index", "rationale_only", "score_rationales"]
 
 
@@ -143,19 +143,94 @@ class ProfanityCheckScorer:
                 "substitution": "bag-of-words substitute for the paper's RoBERTa classifiers (s-nlp/roberta_toxicity_"
                                 "classifier, facebook/roberta-hate-speech-dynabench-r4-target); it flags untargeted "
                                 "swearing and misses implicit harm. Absolute values are NOT comparable with the "
-                                "paper's (RoBERTa gives ~1e-5 on benign text); compare directions and ratios only. "
-                                "No separate hate score."}
+                                "paper's (RoBERTa gives ~1e-5 on benign text); compare directions and ratios only."}
+
+
+LOCALE = "en_US.UTF-8"
+LOCALE_DIR = Path.home() / ".cache" / "dart-reproduction" / "locale"
+
+
+def ensure_locale(name: str = LOCALE, cache: Path = LOCALE_DIR) -> str | None:
+    """Make the C++ locale `name` constructible in this process. HateSonar's ONNX graph normalises text with
+    onnxruntime's StringNormalizer, which needs en_US.UTF-8; minimal machines ship only C/POSIX. If the system lacks
+    it, it is compiled once with `localedef` (no root needed) into `cache` and LOCPATH points there. Returns the
+    LOCPATH set, or None when the system locale exists."""
+    import locale
+    import os
+    import subprocess
+    try:
+        old = locale.setlocale(locale.LC_CTYPE)
+        locale.setlocale(locale.LC_CTYPE, name)
+        locale.setlocale(locale.LC_CTYPE, old)
+        return None
+    except locale.Error:
+        pass
+    if not (cache / name).is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        lang, charset = name.split(".")
+        try:
+            subprocess.run(["localedef", "-i", lang, "-f", charset, str(cache / name)],
+                           check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            raise RuntimeError(f"the hatesonar scorer needs the {name} locale, which this system lacks, and "
+                               f"`localedef -i {lang} -f {charset} {cache / name}` failed: {detail.strip()[:300]}. "
+                               "Install the Debian `locales` package (or generate the locale), or set "
+                               "harm.hate_scorer: none.") from None
+    os.environ["LOCPATH"] = str(cache)
+    return str(cache)
+
+
+class HateSonarScorer:
+    """HateSonar (ONNX export of Davidson et al. 2017's hate / offensive / neither classifier): P(hate_speech). The
+    CPU stand-in for the paper's hate classifier (facebook/roberta-hate-speech-dynabench-r4-target)."""
+
+    name = "hate"
+    POSITIVE = 0          # the package's mapping: 0 hate_speech, 1 offensive_language, 2 neither
+
+    def __init__(self, batch_size: int = 256):
+        self.batch_size = batch_size
+        self._sess = None
+
+    def _session(self):
+        if self._sess is None:
+            ensure_locale()
+            import onnxruntime as ort
+            from hatesonar.api import DEFAULT_MODEL_FILE
+            self._sess = ort.InferenceSession(str(DEFAULT_MODEL_FILE), providers=["CPUExecutionProvider"])
+        return self._sess
+
+    def score(self, texts: list[str]) -> list[float]:
+        import numpy as np
+        out, todo = _split_empty(texts)
+        for k in range(0, len(todo), self.batch_size):
+            part = todo[k:k + self.batch_size]
+            _, probs = self._session().run(None, {"text": np.array([texts[i] for i in part], dtype=object)})
+            for i, p in zip(part, probs):
+                out[i] = min(1.0, max(0.0, float(p[self.POSITIVE])))
+        return out
+
+    def describe(self) -> dict:
+        from importlib.metadata import version
+        return {"name": self.name, "scorer": "hatesonar", "model": f"hatesonar=={version('hatesonar')}",
+                "positive_label": "hate_speech", "max_length_tokens": None, "empty_text_score": 0.0,
+                "substitution": "ONNX bag-of-n-grams classifier trained on Davidson et al. (2017) tweets (hate / "
+                                "offensive / neither), P(hate_speech), substituted for the paper's hate classifier "
+                                "(facebook/roberta-hate-speech-dynabench-r4-target); it keys on slurs and misses "
+                                "implicit hate. Absolute values are NOT comparable with the paper's; compare "
+                                "directions and ratios only."}
 
 
 def make_scorers(hp: HarmParams) -> dict[str, HarmScorer]:
-    """"hf_classifier": toxicity + hate (exact labels "toxic", "hate"); "alt_profanity_check": toxicity only —
-    there is no separate hate score on CPU, so hate results are absent (not zero) in those profiles."""
+    """"hf_classifier": toxicity + hate (exact labels "toxic", "hate"); "alt_profanity_check": toxicity, plus
+    HateSonar's hate score when `harm.hate_scorer` is "hatesonar" ("none": hate results are absent, not zero)."""
     if hp.scorer == "hf_classifier":
         return {"toxicity": HFClassifierScorer(hp.toxicity_model, "toxic", name="toxicity",
                                                setting="harm.toxicity_model"),
                 "hate": HFClassifierScorer(hp.hate_model, "hate", name="hate", setting="harm.hate_model")}
     if hp.scorer == "alt_profanity_check":
-        return {"toxicity": ProfanityCheckScorer()}
+        return {"toxicity": ProfanityCheckScorer()} | (
+            {"hate": HateSonarScorer()} if hp.hate_scorer == "hatesonar" else {})
     raise ValueError(f"unknown harm.scorer {hp.scorer!r} (expected 'hf_classifier' or 'alt_profanity_check')")
 
 
