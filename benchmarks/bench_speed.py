@@ -46,7 +46,6 @@ OUT = Path(__file__).resolve().parent / "results"
 
 def student_section(P, run: Run, n: int) -> tuple[dict, list[dict], list[dict]]:
     """Static vs continuous engine for M0 and M_int; returns the results, the test rows and M0/M_int texts."""
-    out["judge_headroom"] = judge_headroom(P.judge, jm, P.run.seed)
     dd = splits.make_splits(suite.load_suite(P), P.splits, P.data.benchmarks)
     rows = list(dd["test"])[:n]
     msgs = [inference_messages(r["question"]) for r in rows]
@@ -154,7 +153,9 @@ def judge_headroom(cfg, messages: list[list[dict]], seed: int, width: int = 4, s
             t1 = time.perf_counter()
             llm.create_chat_completion(messages=m, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed)
             prompt_s, decode_s = prompt_s + t1 - t0, decode_s + time.perf_counter() - t1
-        toks = llm.tokenize(b"The two responses differ in tone and content. " * 30)[:300 + width]
+        toks = llm.tokenize(b"The two responses differ in tone and content. " * 80)[:300 + width]
+        if len(toks) < 300 + width:
+            raise RuntimeError(f"headroom probe needs {300 + width} tokens, got {len(toks)}")
         llm.reset()
         llm.eval(toks[:300])
         rate = {}
@@ -233,7 +234,7 @@ def markdown(res: dict) -> str:
                       f"token per step and {h[f'decode_tokens_per_s_{w}']} tokens/s {w} per step "
                       f"({h['batch_gain']}×), so {w} parallel judge slots (llama.cpp server) could add at most "
                       f"**{h['parallel_slots_bound']}×** on top of prefix reuse (Amdahl: prompt evaluation is already "
-                      "compute-bound and does not batch further).", ""]
+                      "compute-bound and does not batch further)." + (f" ({h['note']}.)" if h.get("note") else ""), ""]
     else:
         lines += [f"Judge and teacher: {res['llm'].get('skipped')}", ""]
     return "\n".join(lines) + "\n"
