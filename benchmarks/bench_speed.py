@@ -129,6 +129,7 @@ def chat_calls(cfg, messages: list[list[dict]], seed: int, reuse: bool) -> tuple
         for m in messages:
             if not reuse:
                 llm.reset()
+            llm.align_next_eval = True          # reuse in whole blocks, as LLMClient does (llm.REUSE_BLOCK)
             t0 = time.perf_counter()
             r = llm.create_chat_completion(messages=m, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                            seed=seed)

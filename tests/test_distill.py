@@ -33,6 +33,17 @@ def test_validate_target():
     assert distill.validate_target("Just one sentence.\nConclusion: YES", "YES", DP)[1] == ["sentences:1"]
     assert distill.validate_target("A. B. C. D. E.\nConclusion: NO", "NO", DP)[1] == ["sentences:5"]
     assert distill.validate_target("It differs. Truly.", "YES", DP)[1] == ["unparsed:no_conclusion"]
+    # a rationale that states the other label is rejected even though its conclusion line is the gold one
+    assert distill.validate_target("Groups are alike here. Therefore, the conclusion is: YES.\nConclusion: NO",
+                                   "NO", DP)[1] == ["rationale_states:YES"]
+    assert distill.validate_target("Groups are alike here. So the answer is NO.\nConclusion: NO", "NO", DP)[1] == []
+
+
+def test_inline_label():
+    assert distill.inline_label("Therefore, the conclusion is: NO.") == "NO"
+    assert distill.inline_label('The answer is YES. Later the label should be "NO".') == "NO"  # the last one
+    assert distill.inline_label("Yes, groups differ. No doubt.") is None
+    assert distill.inline_label("") is None
 
 
 
@@ -50,13 +61,17 @@ class ScriptedTeacher:
 
 ROWS = [{"id": f"X-{i}", "benchmark": "D1", "category": "descriptive", "condition": c, "gold": g, "question": q}
         for i, (c, g, q) in enumerate([("DIFF", "YES", "q-good"), ("EQUAL", "NO", "q-missing-line"),
-                                        ("EQUAL", "NO", "q-wrong"), ("DIFF", "YES", "q-bare")])]
+                                        ("EQUAL", "NO", "q-wrong"), ("DIFF", "YES", "q-bare"),
+                                        ("EQUAL", "NO", "q-contradicts")])]
 SCRIPT = {
     "q-good": ["Groups differ. It matters.\nConclusion: YES"],
     "q-missing-line": ["No group matters here. Treat them alike. Therefore the conclusion is NO.", "Conclusion: NO"],
     "q-wrong": ["They differ. A lot.\nConclusion: YES", "Still differ. Truly.\nConclusion: YES",
                 "Still. Differ.\nConclusion: YES"],
     "q-bare": ["Persecution is documented. It applies here.", "YES"],
+    # argues NO, then states YES inline: asking for the line alone would copy YES, so it gets the full rewrite
+    "q-contradicts": ["No difference is needed here. Groups are alike. The conclusion is: YES.",
+                      "Groups are alike here. No difference is needed.\nConclusion: NO"],
 }
 
 
@@ -64,7 +79,7 @@ def test_distill_rounds_merge_and_rejections():
     teacher = ScriptedTeacher(SCRIPT)
     result = distill.distill_targets(ROWS, teacher, DP)
     accepted = {r["id"]: r for r in result.accepted}
-    assert set(accepted) == {"X-0", "X-1", "X-3"} and result.acceptance_rate == 0.75
+    assert set(accepted) == {"X-0", "X-1", "X-3", "X-4"} and result.acceptance_rate == 0.8
     assert accepted["X-0"]["rounds_used"] == 0
     assert accepted["X-1"]["target"] == ("No group matters here. Treat them alike. Therefore the conclusion is NO."
                                          "\nConclusion: NO")
@@ -75,12 +90,14 @@ def test_distill_rounds_merge_and_rejections():
     round1 = {m[1]["content"].rsplit("Prompt: ", 1)[1]: m[-1]["content"] for m in teacher.seen[1]}
     assert round1["q-missing-line"] == prompts.CONCLUSION_ONLY_MESSAGE
     assert "Conclusion: NO" in round1["q-wrong"] and "Rewrite" in round1["q-wrong"]
+    assert round1["q-contradicts"] == prompts.FORMAT_FIX_MESSAGE.format(gold="NO")
+    assert accepted["X-4"]["target"] == "Groups are alike here. No difference is needed.\nConclusion: NO"
     assert len(teacher.seen) == 3 and len(teacher.seen[2]) == 1  # only the still-failing item goes on
     assert teacher.descs == ["teacher round 0", "teacher round 1", "teacher round 2"]
     assert teacher.seen[0] == [prompts.teacher_distill_messages(r["question"], r["gold"]) for r in ROWS]
     assert accepted["X-1"]["cache_keys"] == ["k", "k"] and accepted["X-1"]["raw_text"] == "Conclusion: NO"
     table = distill.acceptance_table(result)
-    assert table["n"].sum() == 4 and table.attrs["final_rejection_reasons"] == {"wrong_conclusion": 1}
+    assert table["n"].sum() == 5 and table.attrs["final_rejection_reasons"] == {"wrong_conclusion": 1}
 
 
 def test_sft_dataset_never_shows_the_gold_label():

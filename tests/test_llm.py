@@ -288,3 +288,32 @@ def test_llama_cpp_in_process(tmp_path):
     other.write_bytes(b"GGUF not really a model")
     with llm.LLMClient(c_cfg.model_copy(update={"model": str(other)}), db) as c3:   # ... never hits
         assert c3.cache_key(msgs[0]) != r.cache_key
+
+
+def test_llama_cpp_reply_does_not_depend_on_the_call_before(tmp_path, monkeypatch):
+    """Prefix reuse starts a prompt's evaluation only at multiples of REUSE_BLOCK, so a reply is the same whatever
+    call came before it (docs/calibration.md §4), and the shared block is still reused."""
+    import llama_cpp
+    monkeypatch.setattr(llm, "REUSE_BLOCK", 32)
+    llm.unload_models()
+    starts = []                                     # where each prompt evaluation (more than one token) starts
+    plain_eval = llama_cpp.Llama.eval
+
+    def spy(self, tokens):
+        if len(tokens) > 1:
+            starts.append(self.n_tokens)
+        return plain_eval(self, tokens)
+    monkeypatch.setattr(llama_cpp.Llama, "eval", spy)
+    c_cfg = cfg(backend="llama_cpp", model=SMOL, n_ctx=512, max_tokens=12)
+    shared = "You are a careful assistant who answers briefly. " * 5                  # > 32 tokens in common
+    msgs = [[{"role": "system", "content": shared}, {"role": "user", "content": q}]
+            for q in ("Name a colour.", "Name a fruit and say why.", "Name an animal.")]
+    texts = {}
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2]):
+        with llm.LLMClient(c_cfg, tmp_path / f"{order}.sqlite") as c:               # fresh cache: every call runs
+            for i in order:
+                texts.setdefault(i, set()).add(c.chat(msgs[i]).text)
+    assert all(len(t) == 1 for t in texts.values()), texts
+    assert starts and all(s % 32 == 0 for s in starts), starts
+    assert any(s > 0 for s in starts)                                                # the shared block was reused
+    llm.unload_models()

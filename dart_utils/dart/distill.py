@@ -35,8 +35,22 @@ def count_sentences(text: str) -> int:
     return len([s for s in _SENTENCE_END.split(text) if s.strip()]) if text else 0
 
 
+# "the conclusion is: NO", "The answer is YES", "the label should be: NO" written inside the analysis.
+_INLINE_LABEL = re.compile(
+    r"\b(?:conclusion|answer|label)\b[^.\n]{0,25}?\b(?:is|be|:)\s*[:\"'\u201c]?\s*\"?(YES|NO)\b", re.IGNORECASE)
+
+
+def inline_label(text: str) -> str | None:
+    """The last label the reply states inside its prose ("Therefore, the conclusion is: NO."), or None."""
+    found = _INLINE_LABEL.findall(text or "")
+    return found[-1].upper() if found else None
+
+
 def validate_target(text: str, gold: str, dp: DistillParams) -> tuple[dict | None, list[str]]:
-    """(accepted target fields, []) or (None, reasons)."""
+    """(accepted target fields, []) or (None, reasons).
+
+    Ours beyond the paper's checks: a rationale that itself states the opposite label ("Therefore, the conclusion
+    is: YES." before `Conclusion: NO`) is rejected, since it teaches the student to contradict itself."""
     parsed = parse_output(text)
     reasons = []
     if not parsed.parsed:
@@ -48,6 +62,9 @@ def validate_target(text: str, gold: str, dp: DistillParams) -> tuple[dict | Non
         reasons.append(f"sentences:{n}")
     if parsed.parsed and not parsed.rationale.strip():
         reasons.append("empty_rationale")
+    stated = inline_label(parsed.rationale)
+    if parsed.parsed and stated not in (None, parsed.conclusion):
+        reasons.append(f"rationale_states:{stated}")   # "... the conclusion is: YES.\nConclusion: NO"
     if reasons:
         return None, reasons
     return {"rationale": parsed.rationale.strip(), "conclusion": parsed.conclusion,
@@ -57,10 +74,19 @@ def validate_target(text: str, gold: str, dp: DistillParams) -> tuple[dict | Non
 _BARE_LABEL = re.compile(r"[\W_]*(yes|no)[\W_]*", re.IGNORECASE)
 
 
-def _lacks_conclusion_only(conv: Conversation) -> bool:
-    """The last reply has an analysis and only lacks the conclusion line."""
+def _lacks_conclusion_only(conv: Conversation, gold: str) -> bool:
+    """The last reply has an analysis and only lacks the conclusion line, and does not state a label that
+    contradicts the gold one.
+
+    A reply that argues the gold label but ends "The conclusion is: YES." against gold NO (the CPU teacher's
+    commonest failure on EQUAL items, docs/calibration.md §2) is not completed by asking for the line alone: the
+    teacher copies its own wrong label (0/8 fixed in the calibration sample). It gets the format fix, which states
+    the gold label, instead."""
     last = conv.last
-    return last.info["reasons"] == ["unparsed:no_conclusion"] and bool(parse_output(last.text).rationale)
+    if last.info["reasons"] != ["unparsed:no_conclusion"] or not parse_output(last.text).rationale:
+        return False
+    stated = inline_label(last.text)
+    return stated is None or stated == gold
 
 
 def _complete_previous(text: str, previous: str | None) -> str:
@@ -93,9 +119,9 @@ def completed_text(turn: Turn) -> str:
 
 def format_follow_up(conv: Conversation, gold: str) -> list[dict]:
     """Stage I's follow-up for a failing reply: the narrow "conclusion line only" request when only that line is
-    missing, else `prompts.FORMAT_FIX_MESSAGE` with the gold label."""
+    missing (and no contradicting label is stated inline), else `prompts.FORMAT_FIX_MESSAGE` with the gold label."""
     return prompts.format_fix_messages(conv.messages, conv.last.text, gold,
-                                       conclusion_only=_lacks_conclusion_only(conv))
+                                       conclusion_only=_lacks_conclusion_only(conv, gold))
 
 
 @dataclass

@@ -70,14 +70,41 @@ _LLAMAS_LOCK = threading.Lock()
 _FILE_IDS: dict[tuple[str, int, int], dict] = {}
 
 
+# Prefix reuse in blocks of this many tokens (also the prompt-evaluation batch). Why: llama.cpp keeps the previous
+# call's tokens and re-evaluates only the new suffix, and a token's numerics depend on which evaluation chunk it fell
+# in; with reuse at any length, a reply depended on the call before it (measured: 2 of 8 teacher and 1 of 8 judge
+# replies changed when the same requests ran in another order, docs/calibration.md §4). Reusing only whole blocks
+# keeps every chunk boundary where a fresh context puts it, so a reply is the same in any order, resumed or cold.
+REUSE_BLOCK = 128
+
+
+def _aligned_llama_class():
+    from llama_cpp import Llama
+
+    class AlignedLlama(Llama):
+        """`Llama` whose prompt evaluation starts at a multiple of `n_batch` (see REUSE_BLOCK)."""
+        align_next_eval = False
+
+        def eval(self, tokens):
+            if self.align_next_eval:            # the first eval of a call is its prompt (suffix after the reuse)
+                self.align_next_eval = False
+                start = self.n_tokens - self.n_tokens % self.n_batch
+                if start != self.n_tokens:
+                    tokens = [int(t) for t in self.input_ids[start:self.n_tokens]] + list(tokens)
+                    self.n_tokens = start        # super().eval drops the cache from here and re-evaluates
+            return super().eval(tokens)
+
+    return AlignedLlama
+
+
 def _llama(path: Path, n_ctx: int, seed: int):
     """Load lazily and once; the returned lock serializes calls (a llama.cpp context is not thread-safe)."""
     key = (str(path.resolve()), n_ctx)
     with _LLAMAS_LOCK:
         if key not in _LLAMAS:
-            from llama_cpp import Llama
-            _LLAMAS[key] = (Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(), seed=seed,
-                                  verbose=False), threading.Lock())
+            _LLAMAS[key] = (_aligned_llama_class()(model_path=str(path), n_ctx=n_ctx, n_batch=REUSE_BLOCK,
+                                                   n_threads=os.cpu_count(), seed=seed, verbose=False),
+                            threading.Lock())
         return _LLAMAS[key]
 
 
@@ -129,7 +156,8 @@ class LLMClient:
             self._identity["base_url"] = public_url(str(self._client.base_url))
         else:
             self._client = None
-            self._identity.update(model_file=gguf_identity(cfg.model), n_ctx=cfg.n_ctx)
+            # the reuse block is in the key: replies made under another evaluation schedule can differ
+            self._identity.update(model_file=gguf_identity(cfg.model), n_ctx=cfg.n_ctx, reuse_block=REUSE_BLOCK)
         self.cache_path = Path(cache_path)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the worker threads behind a lock; WAL + busy timeout let processes share the file.
@@ -208,6 +236,7 @@ class LLMClient:
             llm, lock = _llama(offline_models.gguf_path(self.cfg.model), self.cfg.n_ctx, self.seed)
             try:
                 with lock:
+                    llm.align_next_eval = True
                     return llm.create_chat_completion(messages=request["messages"], temperature=dec["temperature"],
                                                       max_tokens=dec["max_tokens"], seed=self.seed)
             except ValueError as e:  # e.g. the prompt does not fit the context window
