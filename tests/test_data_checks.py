@@ -8,7 +8,8 @@ import yaml
 from dart_utils.core import params as P
 from dart_utils.data.checks import check_against_data
 
-STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m"]
+STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m",
+            "qwen2.5-coder-1.5b"]
 
 
 def _extra(tmp_path, content: dict, name="mine.yaml"):
@@ -17,7 +18,7 @@ def _extra(tmp_path, content: dict, name="mine.yaml"):
     return f
 
 
-@pytest.mark.parametrize("profile", ["paper", "cpu", "ci"])
+@pytest.mark.parametrize("profile", ["paper", "cpu", "cpu-large", "ci"])
 def test_shipped_profiles_fit_the_data(profile):
     assert check_against_data(P.load(profile)) == []
 

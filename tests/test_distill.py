@@ -109,3 +109,21 @@ def test_sft_dataset_never_shows_the_gold_label():
     assert ds[0]["completion"] == [{"role": "assistant", "content": "Because.\nConclusion: NO"}]
     merged = distill.sft_dataset(targets, system_role=False)[0]["prompt"]
     assert [m["role"] for m in merged] == ["user"] and merged[0]["content"].startswith(prompts.INFERENCE_SYSTEM)
+
+
+def test_balance_labels_keeps_the_rarer_label_and_as_many_of_the_other():
+    targets = [{"id": f"t{i}", "gold": "YES" if i % 3 else "NO"} for i in range(30)]   # 10 NO : 20 YES
+    kept, dropped = distill.balance_labels(targets, seed=42)
+    assert sum(t["gold"] == "NO" for t in kept) == sum(t["gold"] == "YES" for t in kept) == 10
+    assert len(dropped) == 10 and {t["gold"] for t in dropped} == {"YES"}
+    assert sorted(t["id"] for t in kept + dropped) == sorted(t["id"] for t in targets)   # nothing lost
+    order = [t["id"] for t in targets]
+    assert [order.index(t["id"]) for t in kept] == sorted(order.index(t["id"]) for t in kept)   # original order
+    assert distill.balance_labels(targets, seed=42) == (kept, dropped)                  # 01 and 03 agree
+    assert distill.balance_labels(targets, seed=7)[0] != kept
+    assert distill.balance_labels(kept, seed=1) == (kept, [])                           # already balanced
+
+
+def test_balance_labels_with_one_label_says_what_to_do():
+    with pytest.raises(ValueError, match="all 2 accepted targets have gold label NO.*balance_labels: false"):
+        distill.balance_labels([{"id": "a", "gold": "NO"}, {"id": "b", "gold": "no"}], seed=0)

@@ -204,3 +204,29 @@ def test_real_judge_smoke(tmp_path):
         assert rec["severity"] in judge.SEVERITIES
     else:
         assert res.n_failed == 1 and isinstance(rec["error"], str)
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_worked_examples_are_valid_verdicts_and_only_added_on_request(blind):
+    """audit.judge_examples: the examples stand before the output format, each example's verdict passes the strict
+    parser of its own schema (an example must not teach an answer the parser would reject), and without the flag the
+    prompt is unchanged."""
+    plain = judge.judge_messages("q", "NO", "a", "NO", "b", "NO", blind=blind)[0]["content"]
+    shown = judge.judge_messages("q", "NO", "a", "NO", "b", "NO", blind=blind, examples=True)[0]["content"]
+    assert plain == (judge.JUDGE_SYSTEM_BLIND if blind else judge.JUDGE_SYSTEM) and "Worked examples" not in plain
+    assert shown.index("Worked examples") < shown.index("Reply with exactly one JSON object")
+    assert shown.replace(judge.examples_block(blind), "") == plain
+    verdicts = [line.removeprefix("Verdict: ") for line in shown.splitlines() if line.startswith("Verdict: ")]
+    assert len(verdicts) == len(judge.EXAMPLES) == 4
+    parsed = [judge.parse_verdict(v, blind) for v in verdicts]
+    assert all(isinstance(v, judge.Verdict) for v in parsed), parsed
+    assert [v.is_regression for v in parsed] == [True, False, True, False]
+    if blind:
+        assert [v.worse for v in parsed] == ["B", "none", "B", "none"]
+
+
+def test_judge_pairs_sends_the_examples_and_records_it():
+    scripted = ScriptedJudge({"q-ok": [_j()]})
+    res = judge.judge_pairs([_item(0, "q-ok")], scripted, examples=True)
+    assert "Worked examples" in scripted.seen[0][0][0][0]["content"]
+    assert res.records[0]["judge"]["examples"] is True

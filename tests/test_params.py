@@ -4,10 +4,11 @@ import yaml
 from dart_utils.core import params as P
 from dart_utils.pipeline import main as pipeline_main
 
-STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m"]
+STUDENTS = ["llama-3-8b", "llama-3.2-3b", "qwen2.5-14b", "mistral-7b-v0.3", "gemma-2-9b", "smollm2-135m",
+            "qwen2.5-coder-1.5b"]
 
 
-@pytest.mark.parametrize("profile", ["paper", "cpu", "ci"])
+@pytest.mark.parametrize("profile", ["paper", "cpu", "cpu-large", "ci"])
 def test_profiles_load(profile):
     p = P.load(profile)
     assert p.profile == profile and p.run_name == profile
@@ -77,7 +78,7 @@ def test_wrong_choice_is_rejected():
 def test_missing_files_and_unknown_names(tmp_path):
     with pytest.raises(P.ParamsError, match="not found"):
         P.load("cpu", extra_files=[tmp_path / "nope.yaml"])
-    with pytest.raises(P.ParamsError, match="unknown profile 'gpu'.*ci, cpu, paper"):
+    with pytest.raises(P.ParamsError, match="unknown profile 'gpu'.*ci, cpu, cpu-large, paper"):
         P.load("gpu")
     with pytest.raises(P.ParamsError, match="unknown student 'llama-4'"):
         P.load("paper", "llama-4")
@@ -221,7 +222,7 @@ def test_every_profile_and_student_still_loads():
     for profile in ("paper", "cpu"):
         for student in STUDENTS:
             assert P.load(profile, student).student_file == student
-    assert {P.load(p).audit.calibration_n for p in ("paper", "cpu", "ci")} == {400}
+    assert {P.load(p).audit.calibration_n for p in ("paper", "cpu", "cpu-large", "ci")} == {400}
 
 
 # ---- origin: which file set each key stays available after loading ------------------------------------------------
@@ -236,3 +237,17 @@ def test_origin_names_the_file_that_set_a_key(tmp_path):
     assert P.load("paper", "qwen2.5-14b").origin("student.model_id") == "params/students/qwen2.5-14b.yaml"
     assert P.validate(p.to_dict()).origin("training.epochs") == "params/base.yaml"   # no files: the default
     assert P.validate(p.to_dict()) == p                                                # origin is not a value
+
+
+def test_cpu_large_is_the_cpu_study_with_the_levers_of_calibration_2e():
+    """cpu-large is the cpu study with the 1.5B student, balanced Stage I labels, the judge's worked examples and
+    Table 30's uniform arm (docs/calibration.md §2e); every other setting equal. Same splits: the levers were chosen
+    on cpu's validation items, which a larger test split (drawn first) would take in."""
+    small, large = P.load("cpu").model_dump(), P.load("cpu-large").model_dump()
+    assert {k for k in small if small[k] != large[k]} == {"profile", "student", "distill", "audit", "repair"}
+    assert large["student"]["model_id"] == "qwen2.5-coder-1.5b-instruct-q4_k_m" == P.load("cpu").teacher.model
+    assert P.load("cpu", "qwen2.5-coder-1.5b").student == P.load("cpu-large").student
+    assert large["distill"] == small["distill"] | {"balance_labels": True}
+    assert large["audit"] == small["audit"] | {"judge_examples": True}
+    assert large["repair"] == small["repair"] | {"uniform_ablation": True}
+    assert not P.load("paper").distill.balance_labels and not P.load("paper").audit.judge_examples

@@ -137,6 +137,8 @@ class TrainingParams(_Section):
 
 class DistillParams(_Section):
     format_fix_rounds: NonNegInt = Field(description="follow-ups for a teacher reply that fails validation")
+    balance_labels: bool = Field(description="train Stage I on equally many YES and NO targets (the majority "
+                                             "label downsampled with the run seed)")
     min_sentences: PosInt
     max_sentences: PosInt
 
@@ -180,6 +182,8 @@ class AuditParams(_Section):
     blind: bool = Field(description="show M0 / candidate as A/B in a per-item random order")
     judge_retries: NonNegInt = Field(description="follow-ups for a malformed judge answer before it counts as a "
                                                  "failure")
+    judge_examples: bool = Field(description="add the judge's worked examples (invented, judge.EXAMPLES) to its "
+                                             "system prompt")
     novel_safe_below: NonNegFloat = Field(description="a drift case is novel when H(r_0) <= this")
     taus: Annotated[list[NonNegFloat], Field(min_length=1)] = Field(
         description="thresholds of the tau sensitivity table (Table 29)")

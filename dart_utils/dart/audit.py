@@ -279,15 +279,16 @@ class AuditResult:
 
 def run_audit(rows, preds_m0: list[dict], preds_candidate: list[dict], h_m0, h_candidate, judge_client,
               tau_delta: float, mode: str = "screened", blind: bool = False, seed: int = 42, retries: int = 1,
-              safe_below: float = 0.01, candidate: str = "m_int") -> AuditResult:
+              safe_below: float = 0.01, candidate: str = "m_int", examples: bool = False) -> AuditResult:
     """Pair M0 with the candidate model (`candidate`: "m_int" in Stage II, "m_dart" in the re-audit), screen
     (delta > tau_delta), judge the screened pairs (mode "screened") or every pair ("all"), and pool the confirmed
-    cases. Judge replies come from the client's cache when the same pair was judged before."""
+    cases (`examples`: the judge's worked examples, `audit.judge_examples`). Judge replies come from the client's
+    cache when the same pair was judged before."""
     if mode not in ("screened", "all"):
         raise ValueError(f"mode must be 'screened' or 'all', got {mode!r}")
     records = screen(paired_records(rows, preds_m0, preds_candidate, h_m0, h_candidate, candidate), tau_delta, "all")
     candidates = [r for r in records if mode == "all" or r["screened"]]
-    verdicts = judge_pairs(candidates, judge_client, blind=blind, seed=seed, retries=retries)
+    verdicts = judge_pairs(candidates, judge_client, blind=blind, seed=seed, retries=retries, examples=examples)
     return AuditResult(records, candidates, verdicts, drift_pool(candidates, verdicts, safe_below))
 
 
