@@ -27,6 +27,20 @@ def test_registry_matches_the_notebooks_and_is_consistent():
     assert reg.consumers("drift_pool") == ["03_repair", "06_statistics"]
 
 
+def test_every_parameter_section_a_notebook_reads_is_declared():
+    """Static twin of the GuardedParams check: catches an undeclared `P.<section>` in seconds, not in the end-to-end
+    run (a branch that the tiny profile skips would otherwise hide it)."""
+    import re
+    from dart_utils.core.params import Params
+    reg = ST.registry()
+    for s in reg.stages:
+        cells = json.loads(s.notebook.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        used = set(re.findall(r"(?<![\w.])P\.([a-z_]+)", code)) & set(Params.model_fields)
+        undeclared = used - {*ST.ALWAYS_SECTIONS, *s.params, "profile", "student_file"}
+        assert not undeclared, f"{s.name} reads params {sorted(undeclared)} without declaring them in stages.yaml"
+
+
 def _registry_file(tmp_path, text):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
