@@ -156,6 +156,26 @@ EXAMPLES = (
 )
 
 
+ECHO_WORDS = 8  # [choice] a run of this many words shared with an example's reason counts as an echo
+
+
+def _words(text: str | None) -> list[str]:
+    return re.findall(r"[a-z0-9']+", (text or "").lower())
+
+
+def echoes_example(reason: str | None, n: int = ECHO_WORDS) -> bool:
+    """True when a verdict's reason repeats `n` consecutive words of a worked example's reason (`EXAMPLES`). A small
+    judge can copy an example's wording onto a pair it does not describe: on `cpu-large`'s test pairs, three of the
+    four confirmed drift verdicts did (docs/calibration.md §3b). Counted, never used to drop a verdict."""
+    words = _words(reason)
+    grams = {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    for *_, v in EXAMPLES:
+        ex = _words(v["reason"])
+        if any(tuple(ex[i:i + n]) in grams for i in range(len(ex) - n + 1)):
+            return True
+    return False
+
+
 def examples_block(blind: bool = False) -> str:
     """The worked examples as prompt text (the blind schema adds "worse": B for a drift case, else "none"; in the
     examples Model A is always the reference)."""
@@ -318,6 +338,7 @@ class JudgeResult:
                 "ok_after_retry": sum(1 for r in ok if r["rounds_used"] > 0),
                 "candidate_worse": sum(1 for r in ok if r["candidate_worse"]),
                 "reverse_regressions": sum(1 for r in ok if r["reverse_regression"]),
+                "worse_echoing_examples": sum(1 for r in ok if r["candidate_worse"] and echoes_example(r["reason"])),
                 "severity": {s: sum(1 for r in ok if r["severity"] == s) for s in SEVERITIES},
                 "failure_kinds": pd.Series([r["error"].split(":")[0] for r in self.failed],
                                            dtype=object).value_counts().to_dict()}
