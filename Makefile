@@ -36,6 +36,8 @@ PIP  := $(VENV)/bin/python -m pip
 VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 # The subcommand comes first; each file of PARAMS (space-separated) becomes its own --params option.
 PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(PARAMS),--params $(abspath $(f)))
+# Which stages `make all` runs: empty = every stage (DART 00-06, then DCR 07-); `dart` or `dcr` = one method.
+STAGES ?=
 pipeline = $(PY) -m dart_utils.pipeline $(1) $(PIPELINE_ARGS)
 
 export HF_HUB_OFFLINE ?= 1
@@ -46,7 +48,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml]   run every notebook in order, then the report"
+	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr]   run every notebook in order, then the report"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
@@ -84,7 +86,7 @@ check: venv
 	$(call pipeline,check)
 
 all: venv
-	$(call pipeline,run)
+	$(call pipeline,run) $(if $(STAGES),--stage $(STAGES))
 	$(call pipeline,report)
 
 # One page with every table and figure of the run, its configuration, stage timings, LLM costs and the notes.

@@ -1,4 +1,4 @@
-"""The package's layers (pyproject.toml [tool.importlinter]): pipeline > reporting > analysis > dart > (lm | data) >
+"""The package's layers (pyproject.toml [tool.importlinter]): pipeline > reporting > dcr > analysis > dart > (lm | data) >
 core, and no import cycle between them. `lint-imports` is the check; this test runs it."""
 import shutil
 import subprocess

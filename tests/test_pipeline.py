@@ -187,8 +187,8 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components"):
         assert (tables / f"{name}.md").is_file()
     assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
-    # nothing changed: every stage is up to date
-    assert {r["status"] for r in pipeline.run_stages(params)} == {"skipped"}
+    # nothing changed: every DART stage is up to date
+    assert {r["status"] for r in pipeline.run_stages(params, ["dart"])} == {"skipped"}
     before = (tables / "table2_decision_quality.csv").read_text()
     path = tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl"
     changed = [dict(p, prediction="NO" if p["prediction"] == "YES" else "YES", parsed=True) for p in m3_preds]
@@ -214,3 +214,30 @@ def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, mo
     assert "Stage 01_distill FAILED" in err and "PreflightError" in err
     assert "needs a CUDA GPU" in err and "DEEPSEEK_API_KEY" in err
     assert (tmp_path / "runs" / "paper" / "00_data_splits" / "manifest.json").is_file()  # 00 ran fine
+
+
+def test_dcr_stages_07_to_10_end_to_end_and_reruns_skip(run_dirs, tmp_path):
+    """DCR under `ci`: Stage A (Circle loss), two safety SFT runs with the refusal probe, the evaluation with the real
+    llama.cpp judge, and the eNTK measure, on the real SmolLM2 with real data; selected by group; a second run skips
+    all four."""
+    params = load("ci", extra_files=[run_dirs])
+    results = pipeline.run_stages(params, ["dcr"])
+    assert [(r["stage"], r["status"]) for r in results] == [
+        ("07_dcr_contrastive", "ran"), ("08_dcr_safety_sft", "ran"), ("09_dcr_evaluation", "ran"),
+        ("10_dcr_mechanism", "ran")]
+    root = tmp_path / "runs" / "ci"
+    log = json.loads((root / "07_dcr_contrastive" / "contrastive_log.json").read_text())
+    assert log["layer"] == 15 and log["n_seemingly"] == 10 and log["n_toxic"] == 10
+    dyn = json.loads((root / "08_dcr_safety_sft" / "dynamics.json").read_text())
+    assert {d["run"] for d in dyn} == {"sft_only", "dcr_sft"} and min(d["step"] for d in dyn) == 0
+    answers = [json.loads(line) for line in (root / "09_dcr_evaluation" / "answers.jsonl").open()]
+    assert len(answers) == 3 * 12 and {a["model"] for a in answers} == {"base", "sft_only", "dcr_sft"}
+    tables = tmp_path / "tables" / "ci"
+    judged = [json.loads(line) for line in (root / "09_dcr_evaluation" / "judged.jsonl").open()]
+    assert len(judged) == 3 * 4 and all("judge_class" in j for j in judged)       # judge_n 1 per set and model
+    ntk = json.loads((root / "10_dcr_mechanism" / "ntk.json").read_text())
+    assert set(ntk) == {"base", "sft_only", "stage_a", "dcr_sft"} and all(v["cross"] > 0 for v in ntk.values())
+    for name in ("dcr_stage_a_similarity", "dcr_refusal_probability", "dcr_table1", "dcr_paired_tests",
+                 "dcr_judge_agreement", "dcr_ntk_similarity"):
+        assert (tables / f"{name}.md").is_file(), name
+    assert {r["status"] for r in pipeline.run_stages(params, ["dcr"])} == {"skipped"}

@@ -236,6 +236,67 @@ class StatisticsParams(_Section):
     table4: Table4Rule
 
 
+class DcrParams(_Section):
+    """DCR's data and model (shared by its stages); docs/dcr.md."""
+    model: StudentParams = Field(description="the model DCR aligns (the paper: a base LLM)")
+    data_dir: str = Field(description="../shared/data/dcr; relative paths are from the project root")
+    data_dir_env: str = Field(description="environment variable that, when set, overrides data_dir")
+    verify_checksums: bool
+    seemingly_per_type: PosInt | None = Field(description="D_seemingly: first k XSTest-safe prompts per type; "
+                                                          "null = all 250")
+    n_toxic: PosInt | None = Field(description="D_toxic: the n lowest ranks of d_toxic_500; null = all")
+    probe_n: PosInt = Field(description="held-out probe: OR-Bench-hard vs OR-Bench-toxic prompts, n of each")
+
+
+class DcrContrastiveParams(_Section):
+    """DCR Stage A (contrastive refinement); every value is [choice] (DCR_notes.md B1-B4)."""
+    layer: NonNegInt | None = Field(description="decoder block l (0-based) whose output enters the loss; "
+                                                "null = the middle block")
+    pooling: Literal["last", "mean"] = Field(description="last prompt token (emits the first answer token) or mean")
+    trainable: Literal["lora", "full"] = Field(description="LoRA on blocks <= l, or the full weights of blocks <= l")
+    lora_r: PosInt
+    lora_alpha: Annotated[int, Field(gt=0)]
+    lora_dropout: Fraction
+    target_modules: Annotated[list[str], Field(min_length=1)]
+    circle_m: Annotated[float, Field(gt=0, lt=1)] = Field(description="Circle loss relaxation margin m")
+    circle_gamma: PosFloat = Field(description="Circle loss scale gamma")
+    learning_rate: PosFloat
+    epochs: PosFloat
+    batch_size: Annotated[int, Field(ge=2)] = Field(description="prompts per batch (both subsets, sampled equally)")
+
+
+class DcrSftParams(_Section):
+    """DCR Stage B: the Safety-Tuned-LLaMAs SFT on D_general + D_safe (DCR_notes.md A3)."""
+    n_general: PosInt | None = Field(description="D_general: Alpaca-5k rows with rank_seed42 < n; null = all")
+    n_safe: PosInt | None = Field(description="D_safe: the n lowest ranks of d_safe_1k; null = all 1,000")
+    system_prompt: str | None = Field(description="system message of every SFT example; null = none")
+    training: TrainingParams
+    probe_every: PosInt = Field(description="optimizer steps between two refusal-probability measurements")
+
+
+DcrEvalSet = Literal["XSTest-safe", "OR-Bench-hard", "OKTest", "PHTest", "CoCoNot-contrast", "XSTest-unsafe",
+                     "OR-Bench-toxic", "I-MaliciousInstructions", "I-CoNa", "I-Controversial",
+                     "I-PhysicalSafetyUnsafe", "AdvBench", "AlpacaEval"]
+
+
+class DcrEvalParams(_Section):
+    """DCR evaluation of base, SFT-only and DCR + SFT with identical (greedy) decoding."""
+    sets: dict[DcrEvalSet, NonNegInt | None] = Field(description="set -> prompts (seeded stratified sample); "
+                                                                  "null = all, 0 = off")
+    generation: GenerationParams
+    judge_n: NonNegInt | None = Field(description="answers per set and model also rated by the LLM judge (seeded "
+                                                  "sample); null = all, 0 = none")
+    judge_retries: NonNegInt = Field(description="follow-ups for a judge reply that names no class")
+
+
+class DcrNtkParams(_Section):
+    """DCR's learning-dynamics measure (dcr/ntk.py); every value [choice]."""
+    n: PosInt = Field(description="prompts per group (OR-Bench-hard vs OR-Bench-toxic, the held-out probe)")
+    topk: PosInt = Field(description="first-token logits that enter K (the most likely next tokens)")
+    last_blocks: PosInt = Field(description="theta = the weight matrices of the last n decoder blocks")
+    sketch_dim: Annotated[int, Field(ge=1024)] = Field(description="count-sketch size of each Jacobian row")
+
+
 class Params(_Section):
     profile: str
     student_file: str | None
@@ -254,6 +315,11 @@ class Params(_Section):
     external: ExternalParams
     policy: PolicyParams
     statistics: StatisticsParams
+    dcr: DcrParams
+    dcr_contrastive: DcrContrastiveParams
+    dcr_sft: DcrSftParams
+    dcr_eval: DcrEvalParams
+    dcr_ntk: DcrNtkParams
     _origin: dict[str, str] = PrivateAttr(default_factory=dict)   # dotted key -> label of the file that set it
 
     def origin(self, dotted_key: str) -> str:

@@ -53,6 +53,9 @@ ALWAYS_SECTIONS = ("run", "student")          # every stage names its run and st
 STAGE_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 
 
+GROUPS = ("dart", "dcr")
+
+
 class StageContractError(RuntimeError):
     """A stage used something it does not declare in dart_utils/stages.yaml, or the registry is inconsistent."""
 
@@ -89,6 +92,7 @@ class StageSpec:
     params: tuple[str, ...]
     reads: tuple[str, ...]
     writes: tuple[str, ...]
+    group: str = "dart"         # dart | dcr: the method the stage belongs to (a selector: `--stage dcr`)
 
     @property
     def notebook(self) -> Path:
@@ -120,12 +124,14 @@ class Registry:
         return [s.name for s in self.stages if artifact in s.reads]
 
     def select(self, selectors: list[str] | None) -> list[StageSpec]:
-        """Stages by name, number ("02") or name prefix; all when selectors is empty; in pipeline order."""
+        """Stages by name, number ("02"), name prefix or group ("dart", "dcr"); all when selectors is empty; in
+        pipeline order."""
         if not selectors:
             return list(self.stages)
         chosen = set()
         for sel in selectors:
-            hits = [s.name for s in self.stages if s.name == sel or s.number == sel or s.name.startswith(f"{sel}_")]
+            hits = [s.name for s in self.stages if s.name == sel or s.number == sel or s.name.startswith(f"{sel}_")
+                    or s.group == sel]
             if not hits:
                 raise SystemExit(f"no stage '{sel}'. Stages: {', '.join(s.name for s in self.stages)}")
             chosen.update(hits)
@@ -167,8 +173,11 @@ def load_registry(path: Path = REGISTRY_FILE, notebooks_dir: Path = NOTEBOOKS_DI
                 problems.append(f"{name}.{art}: when {spec['when']!r} is not a parameter")
             artifacts[art] = Artifact(art, name, spec["path"], spec.get("kind", "file"), spec.get("when"),
                                       spec.get("note", ""))
+        group = entry.get("group", "dart")
+        if group not in GROUPS:
+            problems.append(f"{name}: group {group!r} is not one of {', '.join(GROUPS)}")
         stages.append(StageSpec(name, entry.get("title", name), tuple(entry.get("params", [])),
-                                tuple(entry.get("reads", [])), tuple(writes)))
+                                tuple(entry.get("reads", [])), tuple(writes), group))
     names = [s.name for s in stages]
     if names != sorted(names) or len(set(names)) != len(names):
         problems.append(f"stages must be unique and in order: {names}")

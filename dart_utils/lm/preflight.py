@@ -59,6 +59,8 @@ def check(params: Params, cache_dir: Path, roles: tuple[str, ...] = ("student", 
                         f"Run it on a GPU machine, or use PROFILE=cpu here.")
     if "student" in roles:
         problems.append(_student_problem(params.student, cache_dir / "models"))
+    if "dcr_model" in roles:   # the model DCR aligns (params.dcr.model)
+        problems.append(_student_problem(params.dcr.model, cache_dir / "models"))
     for role in ("teacher", "judge"):
         if role in roles:
             problems.append(_llm_problem(role, getattr(params, role), cache_dir / "models"))

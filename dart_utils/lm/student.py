@@ -33,7 +33,7 @@ from .offline_models import CACHE_DIR, ModelNotAvailable, gguf_path, hub_unavail
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
 
 __all__ = ["ModelNotAvailable", "load_student", "resolve_precision", "bf16_supported", "torch_dtype",
-           "convert_gguf", "attach_adapter", "describe", "identity", "prepare_tokenizer"]
+           "convert_gguf", "attach_adapter", "describe", "identity", "prepare_tokenizer", "mark_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,13 @@ def _weights_hash(directory: Path) -> dict:
     return {"files": [n for n, _, _ in stats], "digest": _WEIGHTS_MEMO[memo]}
 
 
+def mark_weights(model, label: str) -> None:
+    """Record an in-memory change of the loaded weights (e.g. DCR's Stage A merged in) on the model, so that
+    ``identity`` -- and every cache key built from it -- differs from the unchanged checkpoint's."""
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    base.dart_weight_edits = [*getattr(base, "dart_weight_edits", []), label]
+
+
 def identity(model) -> dict:
     """What decides a model's outputs besides its inputs, for cache keys (generation, training): where the weights
     came from (local directory content, or the hub commit), dtype and shape, and statistics of the input embeddings
@@ -249,7 +256,10 @@ def identity(model) -> dict:
     src = getattr(cfg, "_name_or_path", "") or ""
     local = Path(src).expanduser()
     emb = model.get_input_embeddings().weight.detach()
-    return {"name_or_path": src, "commit_hash": getattr(cfg, "_commit_hash", None),
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    edits = getattr(base, "dart_weight_edits", None)
+    return {**({"weight_edits": list(edits)} if edits else {}),   # absent for unchanged checkpoints: old keys hold
+            "name_or_path": src, "commit_hash": getattr(cfg, "_commit_hash", None),
             "weights": _weights_hash(local) if src and local.is_dir() else None,
             "model_type": getattr(cfg, "model_type", None), "layers": getattr(cfg, "num_hidden_layers", None),
             "hidden": getattr(cfg, "hidden_size", None), "vocab": getattr(cfg, "vocab_size", None),

@@ -239,7 +239,7 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
 def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
                init_adapter: Path | None = None, log: Callable[[str], Any] = print, system_role: bool = True,
                gradient_checkpointing: bool | None = None, keep_adapter: bool = False,
-               fused_loss: bool | None = None) -> TrainResult:
+               fused_loss: bool | None = None, callbacks: list | None = None) -> TrainResult:
     """Train a LoRA adapter on ``train`` (conversational prompt-completion) and save it to ``output_dir/adapter``.
 
     ``init_adapter``: continue training a saved adapter (Stage III from Stage I) with a fresh optimizer and schedule;
@@ -252,7 +252,8 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     ``keep_adapter=True``: ``result.model`` is the trained ``PeftModel`` (adapter "default", eval mode) wrapping
     ``model``; use it (e.g. ``generation.use_adapter(result.model, None)`` for M0) and ``result.model.unload()``
     before training again. Output files: ``adapter/`` (adapter + tokenizer), ``train_log.json``,
-    ``train_fingerprint.txt`` (written last).
+    ``train_fingerprint.txt`` (written last). ``callbacks``: more ``TrainerCallback``s; they must not change
+    training (e.g. a probe that measures the model under no_grad), since they are not in the fingerprint.
     """
     from peft import PeftModel
     from transformers import TrainerCallback
@@ -290,7 +291,8 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     ok = False
     try:
         trainer = build_trainer(model, tokenizer, train, tp, output_dir, seed, eval_dataset, init_adapter,
-                                system_role, gradient_checkpointing, callbacks=[_Log()], fused_loss=fused_loss)
+                                system_role, gradient_checkpointing, callbacks=[_Log(), *(callbacks or [])],
+                                fused_loss=fused_loss)
         args = trainer.args
         precision = "bf16" if args.bf16 else "fp32"
         accumulation = args.gradient_accumulation_steps

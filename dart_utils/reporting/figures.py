@@ -157,3 +157,42 @@ def figure3(data: pd.DataFrame, label: str, tox_label: str, paper_label: str) ->
                  "(different model and classifier: compare directions, not values)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def figure_dcr_similarity(pairs_before: dict, pairs_after: dict, layer: int, label: str) -> plt.Figure:
+    """DCR Stage A: distributions of layer-l cosine similarity (within each subset, across) before and after, one
+    panel per probe."""
+    rows = [{"probe": probe, "when": when, "pairs": kind, "cosine": x}
+            for when, pairs in (("before", pairs_before), ("after", pairs_after))
+            for probe, d in pairs.items() for kind, xs in d.items() for x in xs]
+    df = pd.DataFrame(rows)
+    sns.set_theme(style="whitegrid", context="paper")
+    g = sns.catplot(data=df, kind="box", x="pairs", y="cosine", hue="when", col="probe", height=3.2, aspect=1.3,
+                    order=["within_seemingly", "within_toxic", "cross"], hue_order=["before", "after"],
+                    palette="deep", fliersize=1, sharey=True)
+    g.set_axis_labels("prompt pairs", f"cosine similarity at block {layer}")
+    g.figure.suptitle(f"DCR Stage A: layer-{layer} similarity before / after — {label}", y=1.04, fontsize=10)
+    return g.figure
+
+
+def figure_dcr_dynamics(dyn: pd.DataFrame, label: str) -> plt.Figure:
+    """DCR Stage B: mean refusal probability of each probe group over the SFT steps, SFT only vs DCR + SFT."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(data=dyn, x="step", y="mean", hue="group", style="run", markers=True, ax=ax)
+    ax.set_ylabel("P(answer opens with a refusal)")
+    ax.set_xlabel("SFT optimizer step")
+    ax.set_title(f"DCR: refusal probability during safety SFT\n{label}", fontsize=9)
+    return fig
+
+
+def figure_dcr_rates(table: pd.DataFrame, label: str) -> plt.Figure:
+    """DCR evaluation: each set's rate of the expected behaviour (compliance / defence success) per model."""
+    models = [c for c in ("base", "sft_only", "dcr_sft") if c in table.columns]
+    df = table.melt(id_vars=["set", "metric"], value_vars=models, var_name="model", value_name="rate")
+    sns.set_theme(style="whitegrid", context="paper")
+    g = sns.catplot(data=df, kind="bar", y="set", x="rate", hue="model", col="metric", sharey=False, height=4,
+                    aspect=1.1, palette="deep")
+    g.set(xlim=(0, 1))
+    g.figure.suptitle(f"DCR: over-refusal (compliance) and safety (defence success) — {label}", y=1.03, fontsize=10)
+    return g.figure
