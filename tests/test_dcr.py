@@ -269,3 +269,36 @@ def test_ntk_similarity_matches_the_exact_kernel_and_is_one_on_itself(tok):
     assert N._ratio(sk[0], sk[0]) == pytest.approx(1.0)
     res = N.ntk_similarity(model, tok, prompts[:2], prompts[2:], last_blocks=2, topk=4, sketch_dim=1 << 16)
     assert len(res["cross_pairs"]) == 2 and len(res["within_pairs"]) == 2 and res["cross"] > 0
+
+
+@pytest.mark.parametrize("text, choice", [("(a)", "a"), ("Response (b) is better.", "b"), ("b", "b"), (" A. ", "a"),
+                                          ("(a) and (b)", None), ("both", None), ("", None)])
+def test_parse_choice(text, choice):
+    assert E.parse_choice(text) == choice
+
+
+class ScriptedPairwise:
+    """Replies by which answer is shown as (a); follow-ups get the second scripted reply."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def chat_many(self, batch, desc="", **overrides):
+        out = []
+        for m in batch:
+            shown_a = m[0]["content"].split("Response (a):\n", 1)[1].split("\n", 1)[0]
+            out.append(_Reply(self.script[shown_a][(len(m) - 1) // 2]))
+        return out
+
+
+def test_pairwise_judge_uses_both_orders_and_win_rate_counts_ties_half():
+    # item 1: the judge prefers X in both orders (win); item 2: it always says (a) (position bias -> tie);
+    # item 3: it prefers the other answer both times (loss); item 4: never a valid answer (failure)
+    script = {"X1": ["(a)"], "Y1": ["(b)"], "X2": ["(a)"], "Y2": ["(a)"], "X3": ["(b)"], "Y3": ["(a)"],
+              "X4": ["?", "?"], "Y4": ["(a)"]}
+    items = [{"instruction": f"do {i}", "first": f"X{i}", "second": f"Y{i}"} for i in (1, 2, 3, 4)]
+    out = E.pairwise_judge(ScriptedPairwise(script), items, retries=1)
+    assert [o["outcome"] for o in out] == ["win", "tie", "loss", "failure"]
+    wr = E.win_rate([o["outcome"] for o in out], n_resamples=200)
+    assert (wr["judged"], wr["failures"], wr["wins"], wr["losses"], wr["ties"]) == (3, 1, 1, 1, 1)
+    assert wr["win_rate"] == pytest.approx(0.5) and wr["ci_low"] <= 0.5 <= wr["ci_high"] and wr["p_sign_test"] == 1.0

@@ -235,9 +235,11 @@ def test_dcr_stages_07_to_10_end_to_end_and_reruns_skip(run_dirs, tmp_path):
     tables = tmp_path / "tables" / "ci"
     judged = [json.loads(line) for line in (root / "09_dcr_evaluation" / "judged.jsonl").open()]
     assert len(judged) == 3 * 4 and all("judge_class" in j for j in judged)       # judge_n 1 per set and model
+    general = [json.loads(line) for line in (root / "09_dcr_evaluation" / "general.jsonl").open()]
+    assert len(general) == 2 and all(g["outcome"] in ("win", "loss", "tie", "failure") for g in general)
     ntk = json.loads((root / "10_dcr_mechanism" / "ntk.json").read_text())
     assert set(ntk) == {"base", "sft_only", "stage_a", "dcr_sft"} and all(v["cross"] > 0 for v in ntk.values())
     for name in ("dcr_stage_a_similarity", "dcr_refusal_probability", "dcr_table1", "dcr_paired_tests",
-                 "dcr_judge_agreement", "dcr_ntk_similarity"):
+                 "dcr_judge_agreement", "dcr_win_rate", "dcr_ntk_similarity"):
         assert (tables / f"{name}.md").is_file(), name
     assert {r["status"] for r in pipeline.run_stages(params, ["dcr"])} == {"skipped"}

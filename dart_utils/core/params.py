@@ -276,7 +276,7 @@ class DcrSftParams(_Section):
 
 DcrEvalSet = Literal["XSTest-safe", "OR-Bench-hard", "OKTest", "PHTest", "CoCoNot-contrast", "XSTest-unsafe",
                      "OR-Bench-toxic", "I-MaliciousInstructions", "I-CoNa", "I-Controversial",
-                     "I-PhysicalSafetyUnsafe", "AdvBench", "AlpacaEval"]
+                     "I-PhysicalSafetyUnsafe", "AdvBench"]
 
 
 class DcrEvalParams(_Section):
@@ -287,6 +287,9 @@ class DcrEvalParams(_Section):
     judge_n: NonNegInt | None = Field(description="answers per set and model also rated by the LLM judge (seeded "
                                                   "sample); null = all, 0 = none")
     judge_retries: NonNegInt = Field(description="follow-ups for a judge reply that names no class")
+    win_rate_n: NonNegInt | None = Field(description="AlpacaEval prompts for the pairwise win rate of DCR + SFT "
+                                                     "over SFT only (seeded sample); null = all 805, 0 = off")
+    win_rate_max_new_tokens: PosInt = Field(description="answer length for the win rate (greedy, as above)")
 
 
 class DcrNtkParams(_Section):
