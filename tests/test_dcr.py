@@ -85,16 +85,21 @@ def test_stage_a_separates_the_subsets_and_leaves_the_tail_frozen(tok, tmp_path,
     assert layer == 2
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cp = _cp(trainable=trainable)
-    res = C.train_contrastive(model, tok, SEEM, TOX, cp, tmp_path / "a", seed=0, log=lambda *_: None,
-                              probes={"train": (SEEM, TOX)})
+    res = C.train_contrastive(model, tok, SEEM, TOX, cp, tmp_path / "a", seed=0, log=lambda *_: None)
     # the caller's model is untouched (LoRA unloaded / full weights restored): apply_refinement gives the refined one
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     assert all(p.requires_grad for p in model.parameters())     # requires_grad as it was (all True here)
-    s0, s1 = res.info["similarity_before"]["train"], res.info["similarity_after"]["train"]
-    assert len(res.info["pairs_after"]["train"]["cross"]) == 36 and len(res.info["pairs_after"]["train"]["within_toxic"]) == 15
-    assert s1["cross"] < s0["cross"] and s1["margin"] > s0["margin"]
-    fresh = tiny_random_llama(tok, seed=0, layers=4)
-    refined = C.apply_refinement(fresh, res.adapter_dir)
+    probes = {"train": (SEEM, TOX), "half": (SEEM[:3], TOX[:3])}
+    kw = dict(layer=layer, pooling=cp.pooling, anchors=(SEEM, TOX))
+    s0 = C.probe_similarity(model, tok, probes, **kw)
+    refined = C.apply_refinement(tiny_random_llama(tok, seed=0, layers=4), res.adapter_dir)
+    s1 = C.probe_similarity(refined, tok, probes, **kw)
+    assert s1["train"]["summary"]["cross"] < s0["train"]["summary"]["cross"]
+    assert s1["train"]["summary"]["margin"] > s0["train"]["summary"]["margin"]
+    assert s1["train"]["n_pairs"] == {"within_seemingly": 15, "within_toxic": 15, "cross": 36}
+    assert s1["train"]["toxic_nearer_toxic"] > s1["train"]["seemingly_nearer_toxic"]
+    table = C.similarity_table(s0, s1)
+    assert len(table) == 2 * 6 and set(table["probe"]) == {"train", "half"}
     after = dict(refined.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert changed, "Stage A changed nothing"
@@ -104,7 +109,7 @@ def test_stage_a_separates_the_subsets_and_leaves_the_tail_frozen(tok, tmp_path,
     assert identity(refined) != identity(tiny_random_llama(tok, seed=0, layers=4))   # caches tell them apart
     # the same call again reuses the finished run
     again = C.train_contrastive(tiny_random_llama(tok, seed=0, layers=4), tok, SEEM, TOX, cp, tmp_path / "a",
-                                seed=0, log=lambda *_: None, probes={"train": (SEEM, TOX)})
+                                seed=0, log=lambda *_: None)
     assert again.skipped and again.global_step == res.global_step
     assert json.loads((tmp_path / "a" / C.LOG_FILE).read_text())["layer"] == 2
 

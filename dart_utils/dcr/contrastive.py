@@ -39,7 +39,7 @@ from ..lm.chat import render_prompt_ids
 from ..lm.student import identity, mark_weights
 
 __all__ = ["ContrastiveResult", "resolve_layer", "decoder_layers", "representations", "pair_similarities",
-           "similarity_summary", "similarity_table",
+           "similarity_summary", "similarity_table", "probe_similarity",
            "train_contrastive", "apply_refinement", "trainable_names"]
 
 FINGERPRINT_FILE = "fingerprint.txt"
@@ -185,17 +185,52 @@ def similarity_summary(pairs: dict[str, list[float]]) -> dict[str, float]:
     return m | {"margin": (m["within_seemingly"] + m["within_toxic"]) / 2 - m["cross"]}
 
 
-def similarity_table(before: dict[str, dict], after: dict[str, dict], n_pairs: dict[str, dict]):
-    """One row per probe x kind of pair: mean cosine similarity at layer l before and after Stage A (over every
-    pair; ``similarity_summary`` of each), and the change."""
+def similarity_table(before: dict[str, dict], after: dict[str, dict]):
+    """One row per probe x measure (``probe_similarity`` before and after Stage A): the mean cosine similarity of
+    each kind of pair, the margin, and the share of each group that lies nearer the toxic training centroid."""
     import pandas as pd
     rows = []
     for probe in before:
         b, a = before[probe], after[probe]
         for kind in ("within_seemingly", "within_toxic", "cross", "margin"):
-            rows.append({"probe": probe, "pairs": kind, "n pairs": n_pairs[probe].get(kind),
+            rows.append({"probe": probe, "measure": f"cosine {kind}", "n": b["n_pairs"].get(kind),
+                         "before": round(b["summary"][kind], 4), "after": round(a["summary"][kind], 4),
+                         "change": round(a["summary"][kind] - b["summary"][kind], 4)})
+        for kind, n in (("seemingly_nearer_toxic", "first group"), ("toxic_nearer_toxic", "second group")):
+            rows.append({"probe": probe, "measure": f"share of {n} nearer the toxic centroid", "n": None,
                          "before": round(b[kind], 4), "after": round(a[kind], 4), "change": round(a[kind] - b[kind], 4)})
     return pd.DataFrame(rows)
+
+
+KEEP_PAIRS = 5000    # pair similarities kept per probe and kind for figures (a seeded sample; the means use all)
+
+
+def probe_similarity(model, tokenizer, probes: dict[str, tuple[list[str], list[str]]], layer: int, pooling: str,
+                     anchors: tuple[list[str], list[str]], seed: int = 0, system_role: bool = True) -> dict:
+    """Layer-l similarity of each probe (name -> (seemingly-toxic prompts, toxic prompts)) on ``model``: per probe the
+    summary (``similarity_summary`` over every pair), ``n_pairs``, a seeded sample of the pair values (``pairs``),
+    and where its prompts fall: the share of each group nearer (cosine) the toxic than the seemingly-toxic centroid of
+    ``anchors`` (the Stage A training subsets). A Stage A that learned harmfulness sends held-out toxic prompts to the
+    toxic side and benign ones to the other; one that learned the datasets' style sends them by style."""
+    import random
+
+    def reps(prompts):
+        return torch.nn.functional.normalize(
+            representations(model, tokenizer, prompts, layer, pooling, system_role=system_role), dim=1)
+    c_seem = torch.nn.functional.normalize(reps(anchors[0]).mean(0), dim=0)
+    c_tox = torch.nn.functional.normalize(reps(anchors[1]).mean(0), dim=0)
+    out = {}
+    for name, (a, b) in probes.items():
+        ra, rb = reps(a), reps(b)
+        pairs = pair_similarities(ra, rb)
+        kept = {k: [round(x, 4) for x in (v if len(v) <= KEEP_PAIRS else
+                                           random.Random(f"{seed}:{name}:{k}").sample(v, KEEP_PAIRS))]
+                for k, v in pairs.items()}
+        out[name] = {"summary": similarity_summary(pairs), "n_pairs": {k: len(v) for k, v in pairs.items()},
+                     "pairs": kept,
+                     "seemingly_nearer_toxic": float(((ra @ c_tox) > (ra @ c_seem)).float().mean()),
+                     "toxic_nearer_toxic": float(((rb @ c_tox) > (rb @ c_seem)).float().mean())}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- freezing
@@ -263,45 +298,27 @@ def _trainer_class():
     return CircleLossTrainer
 
 
-KEEP_PAIRS = 5000    # pair similarities kept in the log per probe and kind (a seeded sample; the means use all)
-
-
-def _rounded(pairs: dict, seed: int) -> dict:
-    import random
-    out = {}
-    for probe, d in pairs.items():
-        out[probe] = {}
-        for k, v in d.items():
-            xs = v if len(v) <= KEEP_PAIRS else random.Random(f"{seed}:{probe}:{k}").sample(v, KEEP_PAIRS)
-            out[probe][k] = [round(x, 4) for x in xs]
-    return out
-
-
 def fingerprint(model, tokenizer, seemingly: list[str], toxic: list[str], cp, layer: int, seed: int,
-                system_role: bool, probes: dict | None = None) -> str:
+                system_role: bool) -> str:
     import hashlib
-    return content_key({"params": cp.model_dump(mode="json"), "layer": layer, "seed": seed, "probes": probes or {},
+    return content_key({"params": cp.model_dump(mode="json"), "layer": layer, "seed": seed,
                         "seemingly": seemingly, "toxic": toxic, "system_role": system_role,
                         "model": identity(model),
                         "chat_template": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()[:16]})
 
 
 def train_contrastive(model, tokenizer, seemingly: list[str], toxic: list[str], cp, output_dir: Path, seed: int,
-                      system_role: bool = True, log: Callable[[str], Any] = print,
-                      probes: dict[str, tuple[list[str], list[str]]] | None = None) -> ContrastiveResult:
-    """Stage A on the bare base ``model``; saves the refinement to ``output_dir/refinement`` and a log.
-
-    ``probes``: name -> (seemingly-toxic prompts, toxic prompts) whose layer-l similarity summary is measured before
-    and after training (e.g. the training prompts and a held-out pair of sets). A finished run with the same
-    fingerprint is reused. ``model`` is left as it was (LoRA unloaded, parameters' requires_grad restored).
-    """
+                      system_role: bool = True, log: Callable[[str], Any] = print) -> ContrastiveResult:
+    """Stage A on the bare base ``model``; saves the refinement to ``output_dir/refinement`` and a log. A finished
+    run with the same fingerprint is reused. ``model`` is left as it was (LoRA unloaded, full weights restored,
+    requires_grad as before); ``apply_refinement`` gives the refined model, ``probe_similarity`` measures either."""
     from peft import get_peft_model
     from transformers import TrainerCallback, TrainingArguments
     import datasets
 
     output_dir = Path(output_dir)
     layer = resolve_layer(model, cp.layer)
-    fp = fingerprint(model, tokenizer, seemingly, toxic, cp, layer, seed, system_role, probes)
+    fp = fingerprint(model, tokenizer, seemingly, toxic, cp, layer, seed, system_role)
     fp_file, weights_dir = output_dir / FINGERPRINT_FILE, output_dir / WEIGHTS
     if fp_file.is_file() and fp_file.read_text().strip() == fp and (output_dir / LOG_FILE).is_file():
         rec = json.loads((output_dir / LOG_FILE).read_text())
@@ -312,14 +329,6 @@ def train_contrastive(model, tokenizer, seemingly: list[str], toxic: list[str], 
         raise ValueError(f"Stage A needs both subsets; got {len(seemingly)} seemingly-toxic and {len(toxic)} toxic")
     output_dir.mkdir(parents=True, exist_ok=True)
     fp_file.unlink(missing_ok=True)
-    probes = probes or {}
-
-    def measure() -> dict:
-        return {name: pair_similarities(representations(model, tokenizer, a, layer, cp.pooling, system_role=system_role),
-                                        representations(model, tokenizer, b, layer, cp.pooling, system_role=system_role))
-                for name, (a, b) in probes.items()}
-
-    before = measure()
     ids = prompt_ids(tokenizer, seemingly + toxic, system_role)
     ds = datasets.Dataset.from_list([{"input_ids": x, "subset": int(i >= len(seemingly))} for i, x in enumerate(ids)])
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -362,11 +371,6 @@ def train_contrastive(model, tokenizer, seemingly: list[str], toxic: list[str], 
             state = {n: p.detach().contiguous() for n, p in _base(model).named_parameters() if p.requires_grad}
             save_file(state, str(tmp / "blocks.safetensors"))
         (tmp / "refinement.json").write_text(json.dumps({"trainable": cp.trainable, "layer": layer}))
-        if cp.trainable == "lora":        # measure the refined model: LoRA active during `measure`
-            after = measure()
-            net.unload()
-        else:
-            after = measure()
         shutil.rmtree(weights_dir, ignore_errors=True)
         tmp.rename(weights_dir)
     finally:
@@ -385,11 +389,7 @@ def train_contrastive(model, tokenizer, seemingly: list[str], toxic: list[str], 
            "global_step": out.global_step, "train_loss": out.training_loss, "layer": layer,
            "n_layers": len(decoder_layers(model)), "n_seemingly": len(seemingly), "n_toxic": len(toxic),
            "trainable_params": n_train, "total_params": n_total, "unfrozen": unfrozen[:5] + (["..."] if len(unfrozen) > 5 else []),
-           "params": cp.model_dump(mode="json"), "seed": seed, "similarity_before": {k: similarity_summary(v) for k, v in before.items()},
-           "similarity_after": {k: similarity_summary(v) for k, v in after.items()},
-           "pairs_before": _rounded(before, seed), "pairs_after": _rounded(after, seed),
-           "n_pairs": {probe: {k: len(v) for k, v in d.items()} for probe, d in before.items()},
-           "weights_sha": dir_hash(weights_dir)}
+           "params": cp.model_dump(mode="json"), "seed": seed, "weights_sha": dir_hash(weights_dir)}
     (output_dir / LOG_FILE).write_text(json.dumps(rec, indent=2, default=str))
     fp_file.write_text(fp + "\n")
     log(f"train_contrastive: done in {wall:.1f} s, {out.global_step} steps, mean loss {out.training_loss:.4f}")
