@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def dirs():
     p = load("ci")
-    return D.data_dirs(p.dcr.data_dir, p.dcr.data_dir_env, p.external.dir)
+    return D.data_dirs(p.dcr, p.external)
 
 
 def test_roles_have_the_documented_sizes_and_are_disjoint(dirs):
@@ -49,9 +49,12 @@ def test_eval_sets_sample_reproducibly_and_exclude_training_prompts(dirs):
         D.eval_set(dirs, "XSTest", None, 42)
 
 
-def test_a_changed_file_is_rejected_naming_it(dirs, tmp_path):
+def test_a_changed_file_is_rejected_naming_it(dirs, tmp_path, monkeypatch):
     root = tmp_path / "dcr"
     shutil.copytree(dirs["dcr"], root)
+    p = load("ci")
+    monkeypatch.setenv(p.dcr.data_dir_env, str(root))          # the variable the parameters name wins
+    assert D.data_dirs(p.dcr, p.external)["dcr"] == root
     target = root / "advbench" / "harmful_behaviors.jsonl"
     target.chmod(0o644)
     target.write_text(target.read_text().replace("exploit", "explore", 1))

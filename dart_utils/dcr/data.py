@@ -19,9 +19,9 @@ from pathlib import Path
 from ..core import sampling
 from ..core.hashing import sha256_file
 from ..core.params import PROJECT_ROOT
+from ..data.external import dir_from_params
 from ..data.suite import DataError
 
-DIR_ENV = "DART_DCR_DIR"
 DEFAULT_DIR = "../shared/data/dcr"
 
 # key -> (root: "dcr" | "external", path under it, sha256 from the folder's SHA256SUMS, rows)
@@ -81,13 +81,11 @@ SAFETY_SETS = ("XSTest-unsafe", "OR-Bench-toxic", "I-MaliciousInstructions", "I-
                "I-PhysicalSafetyUnsafe", "AdvBench")
 
 
-def data_dirs(dcr_dir: str | Path | None, dcr_dir_env: str | None, external_dir: str | Path) -> dict[str, Path]:
-    """The two roots: DCR's folder (the variable named in ``dcr_dir_env`` wins when set) and the external suites."""
-    env = os.environ.get(dcr_dir_env) if dcr_dir_env else None
-    dcr = Path(env or dcr_dir or DEFAULT_DIR)
-    ext = Path(external_dir)
-    return {"dcr": dcr if dcr.is_absolute() else (PROJECT_ROOT / dcr).resolve(),
-            "external": ext if ext.is_absolute() else (PROJECT_ROOT / ext).resolve()}
+def data_dirs(dp, ep) -> dict[str, Path]:
+    """The two roots, from ``params.dcr`` (``dp``) and ``params.external`` (``ep``): DCR's folder (the variable named
+    in ``dcr.data_dir_env`` wins when set) and the external suites (``external.dir``, or ``external.dir_env``)."""
+    dcr = Path(os.environ.get(dp.data_dir_env) or dp.data_dir)
+    return {"dcr": dcr if dcr.is_absolute() else (PROJECT_ROOT / dcr).resolve(), "external": dir_from_params(ep)}
 
 
 def path_of(dirs: dict[str, Path], key: str) -> Path:
