@@ -196,3 +196,19 @@ def figure_dcr_rates(table: pd.DataFrame, label: str) -> plt.Figure:
     g.set(xlim=(0, 1))
     g.figure.suptitle(f"DCR: over-refusal (compliance) and safety (defence success) — {label}", y=1.03, fontsize=10)
     return g.figure
+
+
+def figure_dcr_ntk(results: dict, label: str) -> plt.Figure:
+    """DCR mechanism: normalised first-token eNTK similarity per model, across the groups and within the
+    seemingly-toxic group (each pair a point, the bar its mean)."""
+    rows = [{"model": m, "pairs": kind, "similarity": x}
+            for m, r in results.items() for kind, key in (("cross (seemingly toxic, toxic)", "cross_pairs"),
+                                                           ("within seemingly toxic", "within_pairs"))
+            for x in r[key]]
+    df = pd.DataFrame(rows)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.barplot(data=df, x="model", y="similarity", hue="pairs", errorbar=("ci", 95), ax=ax, palette="deep")
+    ax.set_ylabel("||K(x', x)||_F / ||K(x', x')||_F")
+    ax.set_title(f"DCR: first-token eNTK similarity\n{label}", fontsize=9)
+    return fig
