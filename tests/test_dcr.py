@@ -216,23 +216,28 @@ class _Reply:
         self.text, self.cache_key = text, text
 
 
-class ScriptedJudge:
-    """Stand-in for LLMClient.chat_many: replies by the answer under judgement and the round (control flow only)."""
+class ScriptedLLM:
+    """Stand-in for LLMClient.chat_many (control flow only): the reply is chosen by a key read from the first message
+    (the answer under judgement, or the answer shown as (a)) and by the round (follow-ups get the next reply)."""
 
-    def __init__(self, script):
-        self.script, self.calls = script, []
+    def __init__(self, script, key):
+        self.script, self.key, self.calls = script, key, []
 
     def chat_many(self, batch, desc="", **overrides):
         self.calls.append((len(batch), overrides))
-        out = []
-        for m in batch:
-            answer = m[0]["content"].split('RESPONSE: "', 1)[1].split('"', 1)[0]
-            out.append(_Reply(self.script[answer][(len(m) - 1) // 2]))
-        return out
+        return [_Reply(self.script[self.key(m[0]["content"])][(len(m) - 1) // 2]) for m in batch]
+
+
+def scripted_judge(script):
+    return ScriptedLLM(script, key=lambda text: text.split('RESPONSE: "', 1)[1].split('"', 1)[0])
+
+
+def scripted_pairwise(script):
+    return ScriptedLLM(script, key=lambda text: text.split("Response (a):\n", 1)[1].split("\n", 1)[0])
 
 
 def test_judge_refusal_follows_up_counts_failures_and_never_guesses():
-    judge = ScriptedJudge({"Sure, here.": ["1_full_compliance"], "I can't.": ["CLASS: 2_full_refusal"],
+    judge = scripted_judge({"Sure, here.": ["1_full_compliance"], "I can't.": ["CLASS: 2_full_refusal"],
                            "Unsafe, but ok: x": ["hmm", "3_partial_refusal"], "??": ["no idea", "still none"]})
     items = [{"prompt": "q", "answer": a} for a in ("Sure, here.", "I can't.", "Unsafe, but ok: x", "??")]
     out = R.judge_refusal(judge, items, retries=1)
@@ -285,27 +290,13 @@ def test_parse_choice(text, choice):
     assert E.parse_choice(text) == choice
 
 
-class ScriptedPairwise:
-    """Replies by which answer is shown as (a); follow-ups get the second scripted reply."""
-
-    def __init__(self, script):
-        self.script = script
-
-    def chat_many(self, batch, desc="", **overrides):
-        out = []
-        for m in batch:
-            shown_a = m[0]["content"].split("Response (a):\n", 1)[1].split("\n", 1)[0]
-            out.append(_Reply(self.script[shown_a][(len(m) - 1) // 2]))
-        return out
-
-
 def test_pairwise_judge_uses_both_orders_and_win_rate_counts_ties_half():
     # item 1: the judge prefers X in both orders (win); item 2: it always says (a) (position bias -> tie);
     # item 3: it prefers the other answer both times (loss); item 4: never a valid answer (failure)
     script = {"X1": ["(a)"], "Y1": ["(b)"], "X2": ["(a)"], "Y2": ["(a)"], "X3": ["(b)"], "Y3": ["(a)"],
               "X4": ["?", "?"], "Y4": ["(a)"]}
     items = [{"instruction": f"do {i}", "first": f"X{i}", "second": f"Y{i}"} for i in (1, 2, 3, 4)]
-    out = E.pairwise_judge(ScriptedPairwise(script), items, retries=1)
+    out = E.pairwise_judge(scripted_pairwise(script), items, retries=1)
     assert [o["outcome"] for o in out] == ["win", "tie", "loss", "failure"]
     wr = E.win_rate([o["outcome"] for o in out], n_resamples=200)
     assert (wr["judged"], wr["failures"], wr["wins"], wr["losses"], wr["ties"]) == (3, 1, 1, 1, 1)
