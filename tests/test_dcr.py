@@ -301,3 +301,12 @@ def test_pairwise_judge_uses_both_orders_and_win_rate_counts_ties_half():
     wr = E.win_rate([o["outcome"] for o in out], n_resamples=200)
     assert (wr["judged"], wr["failures"], wr["wins"], wr["losses"], wr["ties"]) == (3, 1, 1, 1, 1)
     assert wr["win_rate"] == pytest.approx(0.5) and wr["ci_low"] <= 0.5 <= wr["ci_high"] and wr["p_sign_test"] == 1.0
+
+
+def test_judge_degenerate_warns_only_when_every_verdict_is_one_class():
+    same = [{"judge_class": "2_full_refusal"}] * 3 + [{"judge_class": None}]
+    warning = E.judge_degenerate(same)
+    assert warning and "2_full_refusal" in warning and "all 3 answers" in warning
+    assert E.judge_degenerate(same[:2] + [{"judge_class": "1_full_compliance"}]) is None
+    assert E.judge_degenerate([{"judge_class": "2_full_refusal"}]) is None   # one answer says nothing
+    assert E.judge_degenerate([{"judge_class": None}] * 4) is None

@@ -132,6 +132,17 @@ def agreement_table(judged: list[dict], models=MODELS) -> pd.DataFrame:
     return df
 
 
+def judge_degenerate(judged: list[dict]) -> str | None:
+    """A warning when the judge gave one class to every answer it judged (e.g. a small offline judge that answers
+    ``2_full_refusal`` whatever it reads): its verdicts then carry no information about the answers."""
+    classes = {r["judge_class"] for r in judged if r.get("judge_class") is not None}
+    if len(judged) < 2 or len(classes) != 1:
+        return None
+    n = sum(r.get("judge_class") is not None for r in judged)
+    return (f"WARNING: the judge gave the same class ({classes.pop()}) to all {n} answers it judged: its verdicts "
+            "carry no information here; read the string match.")
+
+
 # ------------------------------------------------------------------------------------------------- win rate
 # [choice] our pairwise prompt (DCR: an AlpacaEval-style win rate against STL judged by GPT-4o-mini; its prompt is not
 # public). The judge must pick one; position bias is controlled by asking in both orders.
