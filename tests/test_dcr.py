@@ -310,3 +310,17 @@ def test_judge_degenerate_warns_only_when_every_verdict_is_one_class():
     assert E.judge_degenerate(same[:2] + [{"judge_class": "1_full_compliance"}]) is None
     assert E.judge_degenerate([{"judge_class": "2_full_refusal"}]) is None   # one answer says nothing
     assert E.judge_degenerate([{"judge_class": None}] * 4) is None
+
+
+def test_refusal_probe_records_survive_a_resume(tmp_path):
+    """The probe's measurements before a crash travel with the checkpoint and are restored on resume (no
+    re-measurement at step 0)."""
+    from types import SimpleNamespace as NS
+    args = NS(output_dir=str(tmp_path))
+    probe = S.RefusalProbe(None, {"toxic": ["x"]}, every=2)
+    probe.records = [{"step": s, "group": "toxic", "mean": s / 10, "per_prompt": [s / 10]} for s in (0, 2, 4)]
+    (tmp_path / "checkpoint-4").mkdir()
+    probe.on_save(args, NS(global_step=4), None)
+    resumed = S.RefusalProbe(None, {"toxic": ["x"]}, every=2)
+    resumed.on_train_begin(args, NS(global_step=4), None, model=None)   # model=None: measuring would fail
+    assert resumed.records == probe.records

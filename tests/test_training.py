@@ -192,3 +192,75 @@ def test_refuses_model_with_adapters_and_bad_data(tok, data, stage1, tmp_path):
         T.train_lora(tiny_random_llama(tok), tok, bad, _tp(), tmp_path / "y", seed=0)
     with pytest.raises(ValueError, match="multiple"):
         T.train_lora(tiny_random_llama(tok), tok, data, _tp(batch_size=5), tmp_path / "z", seed=0)
+
+
+_KILLED_RUN = '''
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import datasets, torch
+from transformers import TrainerCallback
+torch.set_num_threads(1)
+from helpers import smollm2_tokenizer, tiny_random_llama
+from dart_utils.core.params import TrainingParams
+from dart_utils.lm import training as T
+
+class Kill(TrainerCallback):          # a hard crash right after the step-4 checkpoint is on disk
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+tok = smollm2_tokenizer()
+T.train_lora(tiny_random_llama(tok, seed=0), tok, datasets.Dataset.from_list({rows!r}),
+             TrainingParams(**{tp!r}), {out!r}, seed=0, callbacks=[Kill()])
+'''
+
+
+def test_killed_run_resumes_to_the_uninterrupted_adapter(tok, data, tmp_path):
+    """Resume after a hard kill (SIGKILL in a subprocess, mid-run): the rerun continues from the last checkpoint and
+    ends with the adapter and losses of a run that was never interrupted."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    tp = _tp(checkpoint_steps=2)
+    killed = tmp_path / "killed"
+    script = _KILLED_RUN.format(tests=str(Path(__file__).parent), rows=_rows(), tp=tp.model_dump(), out=str(killed))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (killed / T.FINGERPRINT_FILE).exists() and (killed / "trainer" / "checkpoint-4").is_dir()
+    assert not (killed / "trainer" / "checkpoint-2").exists()       # only the latest checkpoint is kept
+    shutil.copytree(killed, tmp_path / "stale")
+
+    logs = []
+    resumed = T.train_lora(tiny_random_llama(tok, seed=0), tok, data, tp, killed, seed=0, log=logs.append)
+    assert any("resuming the unfinished run from" in line and "checkpoint-4" in line for line in logs)
+    assert resumed.global_step == 8 and resumed.info["resumed_from"] == "checkpoint-4"
+    assert not list((killed / "trainer").glob("checkpoint-*"))        # checkpoints go once the adapter is saved
+
+    whole = T.train_lora(tiny_random_llama(tok, seed=0), tok, data, tp, tmp_path / "whole", seed=0)
+    assert whole.info["resumed_from"] is None
+    a = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(whole.adapter_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    loss = lambda r: [h["loss"] for h in r.log_history if "loss" in h and h.get("step", 0) > 4]   # noqa: E731
+    assert loss(resumed) == pytest.approx(loss(whole), abs=1e-6)
+    # a checkpoint of another run (here: other data) is never resumed: it is deleted and the run starts at step 0
+    logs.clear()
+    other = T.train_lora(tiny_random_llama(tok, seed=0), tok, data.select(range(4)), tp, tmp_path / "stale", seed=0,
+                         log=logs.append)
+    assert other.info["resumed_from"] is None and not any("resuming" in line for line in logs)
+    assert other.global_step == 4
+
+
+def test_checkpoint_settings_do_not_change_the_fingerprint(tok):
+    model = tiny_random_llama(tok, seed=0)
+    ds = datasets.Dataset.from_list(_rows(2))
+    assert T.fingerprint(model, tok, ds, _tp(), 0) == T.fingerprint(model, tok, ds, _tp(checkpoint_steps=3,
+                                                                                          report_to="tensorboard"), 0)
+    assert T.fingerprint(model, tok, ds, _tp(), 0) != T.fingerprint(model, tok, ds, _tp(learning_rate=1e-3), 0)

@@ -123,6 +123,11 @@ class TrainingParams(_Section):
     warmup_ratio: Fraction
     max_length: Annotated[int, Field(ge=16)]
     precision: Literal["auto", "bf16", "fp32"]
+    checkpoint_steps: PosInt | None = Field(
+        None, description="save a resumable checkpoint (adapter, optimizer, scheduler, RNG) every n optimizer steps; "
+                          "null = none. Not part of the adapter's fingerprint: it does not change training")
+    report_to: str = Field("none", description="transformers' report_to (e.g. tensorboard), logs under the stage's "
+                                               "trainer/ directory; 'none' = off. Not part of the fingerprint")
 
     @model_validator(mode="after")
     def _whole_accumulation(self) -> TrainingParams:

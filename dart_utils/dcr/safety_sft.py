@@ -7,7 +7,8 @@ toxic ones (A2, Figure 1). Both runs use the same data, order, LoRA settings and
 the starting weights differ, so a difference between the two models is Stage A's.
 
 ``RefusalProbe`` is a ``TrainerCallback`` that measures ``refusal.refusal_probability`` on the probe prompts at
-step 0 and every ``every`` optimizer steps (under no_grad, in eval mode: training itself is unchanged).
+step 0 and every ``every`` optimizer steps (under no_grad, in eval mode: training itself is unchanged); its records
+travel with each training checkpoint, so a resumed run keeps the measurements made before the crash.
 ``train_sft`` keeps those measurements in ``dynamics.json`` beside the adapter, so a finished run is reused whole.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .refusal import refusal_probability
 __all__ = ["sft_rows", "RefusalProbe", "train_sft", "DYNAMICS_FILE"]
 
 DYNAMICS_FILE = "dynamics.json"
+PROBE_FILE = "refusal_probe.json"   # in each training checkpoint: the measurements up to it
 
 
 def sft_rows(general: list[dict], safe: list[dict], seed: int, system: str | None = None) -> list[dict]:
@@ -50,7 +52,14 @@ class RefusalProbe(TrainerCallback):
             self.records.append({"step": step, "group": group, "mean": sum(p) / len(p), "per_prompt": p})
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        self._measure(model, 0)
+        if state.global_step == 0:
+            self._measure(model, 0)
+        else:   # resumed from a checkpoint: the measurements made before it were saved with it (on_save)
+            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / PROBE_FILE
+            self.records = [r for r in json.loads(saved.read_text()) if r["step"] <= state.global_step]
+
+    def on_save(self, args, state, control, **kw):
+        (Path(args.output_dir) / f"checkpoint-{state.global_step}" / PROBE_FILE).write_text(json.dumps(self.records))
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:

@@ -25,6 +25,13 @@ twice); ``PeftModel.unload()`` gives the base back.
 Cheap reruns: a finished run writes ``train_fingerprint.txt`` last; a call whose fingerprint (training parameters,
 seed, data content, eval data, init adapter, base model identity, chat template) matches skips training and returns the
 recorded result.
+
+Resumable runs: with ``checkpoint_steps`` set, the Trainer saves a checkpoint (adapter, optimizer, scheduler, RNG
+states, data position) every n steps under ``output_dir/trainer/`` (only the latest is kept), beside ``run_key.txt``,
+the fingerprint of the run it belongs to. A call after a crash with the same fingerprint resumes from the latest
+checkpoint (transformers' ``resume_from_checkpoint``) and ends with the adapter an uninterrupted run gives
+(tests/test_training.py kills a run and compares); a checkpoint of another fingerprint is deleted, never resumed.
+The checkpoints are removed once the adapter is saved.
 """
 from __future__ import annotations
 
@@ -47,6 +54,8 @@ from .student import identity, resolve_precision
 __all__ = ["TrainResult", "train_lora", "build_trainer", "lora_config", "fingerprint", "dataset_hash", "check_dataset"]
 
 FINGERPRINT_FILE = "train_fingerprint.txt"
+RUN_KEY_FILE = "run_key.txt"       # in output_dir/trainer/: the fingerprint its checkpoints belong to
+NOT_FINGERPRINTED = {"checkpoint_steps", "report_to"}   # how a run is saved and logged, not what it trains
 LOG_FILE = "train_log.json"
 ADAPTER = "adapter"
 
@@ -81,7 +90,7 @@ def _model_identity(model, tokenizer) -> dict:
 def fingerprint(model, tokenizer, train, tp: TrainingParams, seed: int, eval_dataset=None,
                 init_adapter: Path | None = None, system_role: bool = True, extra: dict | None = None) -> str:
     return content_key({
-        "training": tp.model_dump(mode="json"), "precision": resolve_precision(tp.precision), "seed": seed,
+        "training": tp.model_dump(mode="json", exclude=NOT_FINGERPRINTED), "precision": resolve_precision(tp.precision), "seed": seed,
         "train": dataset_hash(train), "eval": dataset_hash(eval_dataset), "init_adapter": dir_hash(init_adapter, "adapter_*"),
         "system_role": system_role, "model": _model_identity(model, tokenizer), "extra": extra or {},
     })
@@ -183,7 +192,8 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
     """The configured ``SFTTrainer`` (LoRA attached to ``model`` in place); used by ``train_lora`` and the tests.
 
     Effective batch = per_device_batch_size x gradient_accumulation_steps (= batch_size // per_device_batch_size);
-    bf16 autocast where ``resolve_precision`` says so; ``use_cpu`` without CUDA; logging every step; no checkpoints.
+    bf16 autocast where ``resolve_precision`` says so; ``use_cpu`` without CUDA; logging every step; a checkpoint
+    every ``checkpoint_steps`` (none when null) under ``output_dir/trainer``.
     ``gradient_checkpointing`` and ``fused_loss`` (trl's chunked LM-head loss): None = on with CUDA, off on CPU.
     """
     from peft import PeftModel
@@ -217,8 +227,9 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
         gradient_accumulation_steps=tp.batch_size // tp.per_device_batch_size, max_length=tp.max_length,
         bf16=precision == "bf16", fp16=False, use_cpu=not use_cuda,
         activation_checkpointing=gradient_checkpointing,   # the transformers 5 name of gradient_checkpointing
-        logging_steps=1, logging_first_step=True, report_to="none", save_strategy="no",
-        eval_strategy="epoch" if eval_dataset is not None else "no",
+        logging_steps=1, logging_first_step=True, report_to=tp.report_to,
+        save_strategy="steps" if tp.checkpoint_steps else "no", save_steps=tp.checkpoint_steps or 500,
+        save_total_limit=1, eval_strategy="epoch" if eval_dataset is not None else "no",
         completion_only_loss=None,     # None = trl's default: completion-only for prompt-completion data
         dataloader_num_workers=0,
     )
@@ -234,6 +245,25 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
     if not trainer.completion_only_loss:   # guard: the prompt must never be trained on
         raise RuntimeError("trl did not enable completion-only loss for the prompt-completion dataset")
     return trainer
+
+
+def _resumable_checkpoint(output_dir: Path, fp: str, log: Callable[[str], Any]) -> Path | None:
+    """The latest checkpoint of an unfinished run with fingerprint ``fp``, or None; anything else in
+    ``output_dir/trainer`` (another run's checkpoints) is deleted, and the run key is written for this run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer_dir = output_dir / "trainer"
+    key_file = trainer_dir / RUN_KEY_FILE
+    if trainer_dir.is_dir():
+        same_run = key_file.is_file() and key_file.read_text().strip() == fp
+        last = get_last_checkpoint(str(trainer_dir)) if same_run else None
+        if last:
+            log(f"train_lora: resuming the unfinished run from {last}")
+            return Path(last)
+        shutil.rmtree(trainer_dir)
+    trainer_dir.mkdir(parents=True)
+    key_file.write_text(fp + "\n")
+    return None
 
 
 def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
@@ -277,6 +307,7 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
         return result
     output_dir.mkdir(parents=True, exist_ok=True)
     fp_file.unlink(missing_ok=True)   # from here on, output_dir does not hold a finished run
+    resume = _resumable_checkpoint(output_dir, fp, log)
 
     class _Log(TrainerCallback):
         def on_log(self, args_, state, control, logs=None, **kw):
@@ -313,7 +344,7 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
             f"{accumulation}, {tp.epochs} epoch(s), precision {precision}, LoRA trainable {trainable:,} / {total:,}"
             f"{', from ' + str(init_adapter) if init_adapter else ''}")
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.perf_counter() - t0
 
         tmp = output_dir / f"{ADAPTER}.tmp"
@@ -327,7 +358,8 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
             "global_step": out.global_step, "train_loss": out.training_loss,
             "seconds_per_step": wall / max(out.global_step, 1),
             "training": tp.model_dump(mode="json"), "seed": seed, "precision": precision,
-            "gradient_accumulation_steps": accumulation, "gradient_checkpointing": bool(args.activation_checkpointing),
+            "gradient_accumulation_steps": accumulation,
+            "resumed_from": resume.name if resume else None,   # wall_time_s then covers the resumed part only "gradient_checkpointing": bool(args.activation_checkpointing),
             "fused_loss": trainer.use_fused_loss,
             "device": "cpu" if args.use_cpu else "cuda", "optimizer": str(args.optim),
             "warmup_steps": args.get_warmup_steps(out.global_step),
@@ -343,6 +375,8 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
         }
         (output_dir / LOG_FILE).write_text(json.dumps(rec, indent=2, default=str))
         fp_file.write_text(fp + "\n")   # last: marks the run as finished
+        for done in (output_dir / "trainer").glob("checkpoint-*"):   # checkpoints are only for an unfinished run
+            shutil.rmtree(done, ignore_errors=True)                    # (report_to logs, if any, stay)
         log(f"train_lora: done in {wall:.1f} s, {out.global_step} steps, train loss {out.training_loss:.4f}; "
             f"adapter -> {adapter_dir}")
         ok = True
