@@ -264,3 +264,33 @@ def test_checkpoint_settings_do_not_change_the_fingerprint(tok):
     assert T.fingerprint(model, tok, ds, _tp(), 0) == T.fingerprint(model, tok, ds, _tp(checkpoint_steps=3,
                                                                                           report_to="tensorboard"), 0)
     assert T.fingerprint(model, tok, ds, _tp(), 0) != T.fingerprint(model, tok, ds, _tp(learning_rate=1e-3), 0)
+
+
+def test_accelerate_launcher_trains_the_inprocess_adapter(tok, data, tmp_path):
+    """training.launcher: accelerate runs `accelerate launch --config_file params/accelerate/cpu.yaml` on the package's
+    entry point; it writes the same files and the same adapter as the in-process run, and a rerun skips."""
+    from safetensors.torch import load_file
+
+    from dart_utils.core.params import PROJECT_ROOT
+
+    cfg = str(PROJECT_ROOT / "params" / "accelerate" / "cpu.yaml")
+    logs = []
+    launched = T.train_lora(tiny_random_llama(tok, seed=0), tok, data, _tp(launcher="accelerate", accelerate_config=cfg),
+                            tmp_path / "launched", seed=0, log=logs.append, keep_adapter=True)
+    assert any("accelerate launch" in line for line in logs) and any(line.startswith("step 8/8") for line in logs)
+    assert not launched.skipped and launched.global_step == 8 and isinstance(launched.model, PeftModel)
+    local = T.train_lora(tiny_random_llama(tok, seed=0), tok, data, _tp(), tmp_path / "inprocess", seed=0)
+    assert (tmp_path / "launched" / T.FINGERPRINT_FILE).read_text() == (tmp_path / "inprocess" / T.FINGERPRINT_FILE).read_text()
+    a = load_file(str(launched.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(local.adapter_dir / "adapter_model.safetensors"))
+    # equal up to float summation order (the child process runs torch's default thread count, the test one thread)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert not all(torch.allclose(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)   # it did train
+    again = T.train_lora(tiny_random_llama(tok, seed=0), tok, data, _tp(launcher="accelerate", accelerate_config=cfg),
+                         tmp_path / "launched", seed=0, log=logs.append)
+    assert again.skipped                                              # same fingerprint whichever launcher trained it
+    with pytest.raises(ValueError, match="callbacks"):
+        T.train_lora(tiny_random_llama(tok, seed=0), tok, data.select(range(4)),
+                     _tp(launcher="accelerate", accelerate_config=cfg), tmp_path / "cb", seed=0, callbacks=[object()])
+    with pytest.raises(ValueError, match="accelerate_config"):
+        _tp(launcher="accelerate")

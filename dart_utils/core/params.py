@@ -126,6 +126,11 @@ class TrainingParams(_Section):
     checkpoint_steps: PosInt | None = Field(
         None, description="save a resumable checkpoint (adapter, optimizer, scheduler, RNG) every n optimizer steps; "
                           "null = none. Not part of the adapter's fingerprint: it does not change training")
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        "inprocess", description="inprocess: train in the notebook's process; accelerate: `accelerate launch` with "
+                                 "accelerate_config (one or several GPUs, DeepSpeed). Not part of the fingerprint")
+    accelerate_config: str | None = Field(None, description="accelerate config file for launcher 'accelerate' "
+                                                            "(params/accelerate/*.yaml), relative to the project root")
     report_to: str = Field("none", description="transformers' report_to (e.g. tensorboard), logs under the stage's "
                                                "trainer/ directory; 'none' = off. Not part of the fingerprint")
 
@@ -137,6 +142,13 @@ class TrainingParams(_Section):
                 "{per_device_batch_size} (gradient accumulation must be a whole number of steps)",
                 "batch_size", "per_device_batch_size",
                 batch_size=self.batch_size, per_device_batch_size=self.per_device_batch_size)
+        return self
+
+    @model_validator(mode="after")
+    def _launcher_has_config(self) -> TrainingParams:
+        if self.launcher == "accelerate" and not self.accelerate_config:
+            raise _relation_error("launcher 'accelerate' needs accelerate_config (a file under params/accelerate/)",
+                                  "launcher", "accelerate_config")
         return self
 
 
@@ -277,6 +289,13 @@ class DcrSftParams(_Section):
     system_prompt: str | None = Field(description="system message of every SFT example; null = none")
     training: TrainingParams
     probe_every: PosInt = Field(description="optimizer steps between two refusal-probability measurements")
+
+    @model_validator(mode="after")
+    def _probe_needs_inprocess(self) -> DcrSftParams:
+        if self.training.launcher != "inprocess":
+            raise _relation_error("the refusal probe measures the model inside the training process: Stage B's "
+                                  "training.launcher must be 'inprocess'", "training")
+        return self
 
 
 DcrEvalSet = Literal["XSTest-safe", "OR-Bench-hard", "OKTest", "PHTest", "CoCoNot-contrast", "XSTest-unsafe",

@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ __all__ = ["TrainResult", "train_lora", "build_trainer", "lora_config", "fingerp
 
 FINGERPRINT_FILE = "train_fingerprint.txt"
 RUN_KEY_FILE = "run_key.txt"       # in output_dir/trainer/: the fingerprint its checkpoints belong to
-NOT_FINGERPRINTED = {"checkpoint_steps", "report_to"}   # how a run is saved and logged, not what it trains
+NOT_FINGERPRINTED = {"checkpoint_steps", "report_to", "launcher", "accelerate_config"}   # how, not what, it trains
 LOG_FILE = "train_log.json"
 ADAPTER = "adapter"
 
@@ -191,7 +192,8 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
                   fused_loss: bool | None = None):
     """The configured ``SFTTrainer`` (LoRA attached to ``model`` in place); used by ``train_lora`` and the tests.
 
-    Effective batch = per_device_batch_size x gradient_accumulation_steps (= batch_size // per_device_batch_size);
+    Effective batch = per_device_batch_size x gradient_accumulation_steps x processes = batch_size (under accelerate
+    launch with several processes, the accumulation shrinks so that the effective batch stays the profile's);
     bf16 autocast where ``resolve_precision`` says so; ``use_cpu`` without CUDA; logging every step; a checkpoint
     every ``checkpoint_steps`` (none when null) under ``output_dir/trainer``.
     ``gradient_checkpointing`` and ``fused_loss`` (trl's chunked LM-head loss): None = on with CUDA, off on CPU.
@@ -202,9 +204,10 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
     if _has_adapters(model):
         raise TypeError("train_lora needs the bare base model, got a model with adapters attached; pass the base "
                         "model (PeftModel.unload()) and use init_adapter= to continue training a saved adapter")
-    if tp.batch_size % tp.per_device_batch_size:
+    world = int(os.environ.get("WORLD_SIZE", "1"))   # processes started by accelerate launch (DDP)
+    if tp.batch_size % (tp.per_device_batch_size * world):
         raise ValueError(f"training.batch_size ({tp.batch_size}) must be a multiple of "
-                         f"training.per_device_batch_size ({tp.per_device_batch_size})")
+                         f"training.per_device_batch_size ({tp.per_device_batch_size}) x {world} process(es)")
     if not 0 <= tp.warmup_ratio < 1:
         raise ValueError(f"training.warmup_ratio must be in [0, 1), got {tp.warmup_ratio}")
     if init_adapter is not None and not (Path(init_adapter) / "adapter_config.json").is_file():
@@ -224,7 +227,7 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
         num_train_epochs=tp.epochs, learning_rate=tp.learning_rate, lr_scheduler_type=tp.lr_scheduler,
         warmup_steps=tp.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
         per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
-        gradient_accumulation_steps=tp.batch_size // tp.per_device_batch_size, max_length=tp.max_length,
+        gradient_accumulation_steps=tp.batch_size // (tp.per_device_batch_size * world), max_length=tp.max_length,
         bf16=precision == "bf16", fp16=False, use_cpu=not use_cuda,
         activation_checkpointing=gradient_checkpointing,   # the transformers 5 name of gradient_checkpointing
         logging_steps=1, logging_first_step=True, report_to=tp.report_to,
@@ -269,7 +272,8 @@ def _resumable_checkpoint(output_dir: Path, fp: str, log: Callable[[str], Any]) 
 def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
                init_adapter: Path | None = None, log: Callable[[str], Any] = print, system_role: bool = True,
                gradient_checkpointing: bool | None = None, keep_adapter: bool = False,
-               fused_loss: bool | None = None, callbacks: list | None = None) -> TrainResult:
+               fused_loss: bool | None = None, callbacks: list | None = None,
+               launched: tuple[str, Path | None] | None = None) -> TrainResult:
     """Train a LoRA adapter on ``train`` (conversational prompt-completion) and save it to ``output_dir/adapter``.
 
     ``init_adapter``: continue training a saved adapter (Stage III from Stage I) with a fresh optimizer and schedule;
@@ -284,6 +288,10 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     before training again. Output files: ``adapter/`` (adapter + tokenizer), ``train_log.json``,
     ``train_fingerprint.txt`` (written last). ``callbacks``: more ``TrainerCallback``s; they must not change
     training (e.g. a probe that measures the model under no_grad), since they are not in the fingerprint.
+
+    ``tp.launcher == "accelerate"``: the run is handed to ``launch.launch_training`` (``accelerate launch`` with
+    ``tp.accelerate_config``); it writes the same files, read back here. ``launched`` is set only inside that launched
+    process: (the parent's fingerprint, the checkpoint to resume), decided by the parent before the launch.
     """
     from peft import PeftModel
     from transformers import TrainerCallback
@@ -296,9 +304,10 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     output_dir = Path(output_dir)
     adapter_dir = output_dir / ADAPTER
     init_adapter = Path(init_adapter) if init_adapter is not None else None
-    fp = fingerprint(model, tokenizer, train, tp, seed, eval_dataset, init_adapter, system_role)
+    fp = launched[0] if launched else fingerprint(model, tokenizer, train, tp, seed, eval_dataset, init_adapter,
+                                                  system_role)
     fp_file = output_dir / FINGERPRINT_FILE
-    if adapter_dir.is_dir() and fp_file.is_file() and fp_file.read_text().strip() == fp \
+    if not launched and adapter_dir.is_dir() and fp_file.is_file() and fp_file.read_text().strip() == fp \
             and (output_dir / LOG_FILE).is_file():
         log(f"train_lora: {adapter_dir} is up to date (fingerprint {fp}); training skipped")
         result = _load_recorded(output_dir)
@@ -306,8 +315,26 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
             result.model = attach_adapter(model, adapter_dir)
         return result
     output_dir.mkdir(parents=True, exist_ok=True)
-    fp_file.unlink(missing_ok=True)   # from here on, output_dir does not hold a finished run
-    resume = _resumable_checkpoint(output_dir, fp, log)
+    if launched:
+        resume = launched[1]
+    else:
+        fp_file.unlink(missing_ok=True)   # from here on, output_dir does not hold a finished run
+        resume = _resumable_checkpoint(output_dir, fp, log)
+    if tp.launcher == "accelerate" and not launched:
+        if callbacks:
+            raise ValueError("training.launcher 'accelerate' cannot carry callbacks into the launched processes "
+                             f"({[type(c).__name__ for c in callbacks]}); use launcher: inprocess for this run")
+        from .launch import launch_training
+        launch_training(model, tokenizer, train, tp, output_dir, seed, eval_dataset, init_adapter, system_role,
+                        gradient_checkpointing, fused_loss, fp, resume, log)
+        if not (fp_file.is_file() and fp_file.read_text().strip() == fp):
+            raise RuntimeError(f"accelerate launch ended without a finished run in {output_dir} "
+                               f"({FINGERPRINT_FILE} missing or of another run)")
+        result = _load_recorded(output_dir)
+        result.skipped = False
+        if keep_adapter:
+            result.model = attach_adapter(model, adapter_dir)
+        return result
 
     class _Log(TrainerCallback):
         def on_log(self, args_, state, control, logs=None, **kw):
@@ -341,11 +368,15 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
                 f"shape is kept (training.lora_* apply to new adapters only)")
         trainable, total = trainer.model.get_nb_trainable_parameters()
         log(f"train_lora: {len(prepared)} examples, effective batch {tp.batch_size} = {tp.per_device_batch_size} x "
-            f"{accumulation}, {tp.epochs} epoch(s), precision {precision}, LoRA trainable {trainable:,} / {total:,}"
+            f"{accumulation}{f' x {args.world_size} processes' if args.world_size > 1 else ''}, {tp.epochs} epoch(s), precision {precision}, LoRA trainable {trainable:,} / {total:,}"
             f"{', from ' + str(init_adapter) if init_adapter else ''}")
         t0 = time.perf_counter()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.perf_counter() - t0
+        if not trainer.is_world_process_zero():   # several processes (accelerate launch): the main one writes
+            ok = True
+            return TrainResult(adapter_dir=adapter_dir, log_history=trainer.state.log_history, wall_time_s=wall,
+                               global_step=out.global_step, train_loss=out.training_loss)
 
         tmp = output_dir / f"{ADAPTER}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -358,7 +389,7 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
             "global_step": out.global_step, "train_loss": out.training_loss,
             "seconds_per_step": wall / max(out.global_step, 1),
             "training": tp.model_dump(mode="json"), "seed": seed, "precision": precision,
-            "gradient_accumulation_steps": accumulation,
+            "gradient_accumulation_steps": accumulation, "processes": args.world_size,
             "resumed_from": resume.name if resume else None,   # wall_time_s then covers the resumed part only "gradient_checkpointing": bool(args.activation_checkpointing),
             "fused_loss": trainer.use_fused_loss,
             "device": "cpu" if args.use_cpu else "cuda", "optimizer": str(args.optim),
