@@ -168,6 +168,20 @@ class DistillParams(_Section):
         return self
 
 
+class ServerParams(_Section):
+    """Where the ``openai`` generation backend sends the student's prompts (any OpenAI-compatible completions server
+    hosting the student and its LoRA adapters, e.g. ``vllm serve <student> --enable-lora``)."""
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the key; null = a local server")
+    concurrency: PosInt = Field(8, description="requests in flight at once")
+    models: dict[str, str] = Field(default_factory=dict, description="the server's model name per adapter name "
+                                   "('base' = the student without adapter, M0); unlisted adapters need load_adapters")
+    load_adapters: bool = Field(False, description="load an unlisted adapter at run time through vLLM's "
+                                "/v1/load_lora_adapter (needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True on the server)")
+    token_ids: bool = Field(False, description="send the prompt as token ids (vLLM) instead of the rendered chat "
+                                               "text (llama.cpp's server, which parses its special tokens)")
+
+
 class GenerationParams(_Section):
     max_new_tokens: PosInt
     do_sample: bool
@@ -175,6 +189,17 @@ class GenerationParams(_Section):
     top_p: Annotated[float, Field(gt=0, le=1)]
     batch_size: PosInt
     engine: Literal["static", "continuous"] = "static"
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        "hf", description="hf: transformers generate in the notebook; vllm: in-process vLLM with LoRA requests "
+                          "(optional extra, GPU); openai: an OpenAI-compatible server (generation.server)")
+    server: ServerParams | None = None
+
+    @model_validator(mode="after")
+    def _openai_needs_server(self) -> GenerationParams:
+        if self.backend == "openai" and self.server is None:
+            raise _relation_error("generation.backend 'openai' needs generation.server (base_url, models)",
+                                  "backend", "server")
+        return self
 
     @model_validator(mode="after")
     def _sampling_needs_temperature(self) -> GenerationParams:

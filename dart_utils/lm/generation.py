@@ -22,6 +22,9 @@ the batch composition, as in the authors' code. Greedy decoding (the default) do
 ``cached_generate`` keys every generation by everything that decides its tokens (``generation_key``) and keeps the
 raw outputs in ``runs/cache/generations/``: a rerun with the same inputs generates nothing, and any change of a
 question, a prompt, the chat template, the weights, the adapter or the decoding generates anew.
+
+``generation.backend`` (``hf`` by default) sends ``cached_generate``'s prompts to in-process vLLM or to an
+OpenAI-compatible server instead (``serving``): same prompt ids, same decoding, same result type and cache.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import torch
 
 from ..core.params import GenerationParams
 from ..core.progress import bar
+from . import serving
 from .chat import merge_system, render_prompt_ids
 
 __all__ = ["GenerationResult", "generate", "cached_generate", "generation_key", "use_adapter", "eos_token_ids",
@@ -249,17 +253,18 @@ GENERATION_CACHE_VERSION = 1
 def _decoding_key(gp: GenerationParams) -> dict:
     """The decoding settings in the key. The static engine is keyed as before `engine` existed (its outputs did not
     change), so caches made then stay valid; the continuous engine is keyed by name."""
-    d = gp.model_dump(mode="json")
+    d = gp.model_dump(mode="json", exclude={"backend", "server"})   # a served backend: keyed by ``served_key``
     if d.get("engine") == "static":
         del d["engine"]
     return d
 
 
 def generation_key(model, tokenizer, prompt_ids: list[list[int]], gp: GenerationParams, seed: int,
-                   adapter_dir: Path | None) -> str:
+                   adapter_dir: Path | None, adapter: str | None = None) -> str:
     """The identity of a generation: the base weights (`student.identity`), the adapter's content, the exact prompt
     token ids (so the question texts, the system and user prompts, the chat template and `system_role` are all in
-    it), the decoding settings, the seed, the stop tokens and the library versions that compute the logits."""
+    it), the decoding settings, the seed, the stop tokens and the library versions that compute the logits; for a
+    served backend (``serving``) also the backend and the server's model name."""
     import peft
     import transformers
 
@@ -271,6 +276,7 @@ def generation_key(model, tokenizer, prompt_ids: list[list[int]], gp: Generation
         "prompt_ids": prompt_ids, "decoding": _decoding_key(gp), "seed": seed,
         "eos": eos_token_ids(model, tokenizer),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        **({"served": serving.served_key(gp, adapter)} if gp.backend != "hf" else {}),
     })
 
 
@@ -286,15 +292,20 @@ def cached_generate(model, tokenizer, prompts: list[list[dict]], gp: GenerationP
     if (adapter is None) != (adapter_dir is None):
         raise ValueError("give both adapter (its name on the model) and adapter_dir (its files), or neither")
     ids = [render_prompt_ids(tokenizer, m, system_role) for m in prompts]
-    key = generation_key(model, tokenizer, ids, gp, seed, adapter_dir)
+    key = generation_key(model, tokenizer, ids, gp, seed, adapter_dir, adapter)
     path = Path(cache_dir) / "generations" / f"{key}.json"
     if path.is_file():
         rec = json.loads(path.read_text(encoding="utf-8"))
         if len(rec["texts"]) == len(prompts):
             return GenerationResult(rec["texts"], rec["new_token_counts"], rec["finished"], rec["wall_time_s"],
                                     rec["tokens_per_s"], [len(x) for x in ids], rec["settings"], reused=True, key=key)
-    with use_adapter(model, adapter):
-        out = generate(model, tokenizer, prompts, gp, seed=seed, system_role=system_role, desc=desc, prompt_ids=ids)
+    if gp.backend != "hf":                  # vLLM or an OpenAI-compatible server, on the same prompt ids
+        out = serving.generate_served(model, tokenizer, ids, gp, seed, adapter, adapter_dir,
+                                      eos_token_ids(model, tokenizer), desc=desc)
+    else:
+        with use_adapter(model, adapter):
+            out = generate(model, tokenizer, prompts, gp, seed=seed, system_role=system_role, desc=desc,
+                           prompt_ids=ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps({"key": key, "texts": out.texts, "new_token_counts": out.new_token_counts,
