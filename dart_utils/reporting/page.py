@@ -53,6 +53,10 @@ def _int(v) -> str:
     return f"{int(v):,}" if isinstance(v, (int, float)) else "—"
 
 
+def _rate(v) -> str:
+    return f"{v:,.1f}" if isinstance(v, (int, float)) else "—"
+
+
 def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -290,13 +294,16 @@ def _timings(stages: list[Stage]) -> list:
         gen = m.get("generation")
         gen_s = "—"
         if isinstance(gen, dict) and gen:
-            made = {k: v for k, v in gen.items() if isinstance(v, dict)}
+            made = {k: v for k, v in gen.items() if isinstance(v, dict) and not v.get("reused")}
             gen_s = ", ".join(x for x in (f"{len(made)} generated" if made else "",
                                           f"{len(gen) - len(made)} reused" if len(gen) > len(made) else "") if x)
-            for k, v in gen.items():
-                generations.append([st.name, k] + (["reused from the generation cache", "—", "—"] if not made.get(k)
-                                   else [_int(v.get("new_tokens")), _secs(v.get("wall_time_s")),
-                                         _cell(v.get("tokens_per_s"))]))
+            cold_gen = {k: v for k, v in ((cold or {}).get("generation") or {}).items()
+                        if isinstance(v, dict) and not v.get("reused")}
+            for k in gen:
+                v, how = (made[k], "this run") if k in made else (cold_gen.get(k), "reused; longest recorded run")
+                generations.append([st.name, k, how] + (["—", "—", "—"] if not v else
+                                   [_int(v.get("new_tokens")), _secs(v.get("wall_time_s")),
+                                    _rate(v.get("tokens_per_s"))]))
         rows.append([st.name, st.status, _secs(last) if st.manifest else "—", _day(m.get("finished_utc")), longest,
                      f"{len(ran)}" + (f" (+{fails} failed)" if fails else ""), gen_s])
         cold_steps = (cold or {}).get("steps") or {}
@@ -314,8 +321,11 @@ def _timings(stages: list[Stage]) -> list:
     if generations:
         out += ["### Student generation (last run)",
                 "New tokens include each output's stop token; tokens/s = new tokens / wall time of the whole "
-                "generation (batched). A reused generation was read from `runs/cache/generations/`: nothing ran.",
-                _md_table(["stage", "generation", "new tokens", "wall time", "tokens/s"], generations)]
+                "generation (batched). A reused generation was read from `runs/cache/generations/` (nothing ran): "
+                "its numbers are those of the stage's longest recorded run, where it was generated, if that run "
+                "generated it.",
+                _md_table(["stage", "generation", "numbers from", "new tokens", "wall time", "tokens/s"],
+                          generations)]
     if steps:
         out += ["### Steps (from the manifests)",
                 _md_table(["stage", "step", "last run", "in the longest recorded run"], steps)]
