@@ -69,6 +69,10 @@ def fake_run(tmp_path):
                                  "cached_calls": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0}},
          "generation": {"m0": {"new_tokens": 5545, "tokens_per_s": 44.3125, "wall_time_s": 125.1},
                         "m_int": {"new_tokens": 1, "tokens_per_s": 1.0, "wall_time_s": 1.0}}},
+        {"utc": "2026-01-01T12:00:00+00:00", "stage": "01_beta", "status": "ran", "wall_time_s": 20.0,
+         "generation": {"m0": {"new_tokens": 999, "tokens_per_s": 9.0, "wall_time_s": 111.0, "reused": True}}},
+        {"utc": "2025-12-01T12:00:00+00:00", "stage": "01_beta", "status": "ran", "wall_time_s": 30.0,
+         "generation": {"m0": {"new_tokens": 1, "tokens_per_s": 1.0, "wall_time_s": 1.0}}},
         {"utc": "2026-01-01T11:00:00+00:00", "stage": "02_gamma", "status": "ran", "wall_time_s": 961.3,
          "steps": {"total": 955.0, "screen + judge": 950.0}},
         {"utc": "2026-01-02T09:00:00+00:00", "stage": "02_gamma", "status": "failed", "wall_time_s": 5000.0},
@@ -147,7 +151,7 @@ def test_timings_use_the_history_for_the_cold_run(fake_run):
     gen_rows = {r for r in _section(md, "Stage timings").split("### Student generation")[1].split("### Steps")[0]
             .splitlines() if r.startswith("| 0")}
     assert gen_rows == {   # readable columns, not a JSON cell; a reused generation shows the cold run's numbers
-        "| 01_beta | m0 | reused; longest recorded run | 5,545 | 125.1 s (2.1 min) | 44.3 |",
+        "| 01_beta | m0 | reused; generated 2026-01-01 10:00 | 5,545 | 125.1 s (2.1 min) | 44.3 |",   # latest fresh
         "| 01_beta | m_int | this run | 1,234 | 21.8 s | 56.7 |"}
     assert rows["00_alpha"][3] == "no history yet" and rows["00_alpha"][1] == "4.9 s"
     assert rows["03_delta"][0] == "not run" and rows["03_delta"][1] == "—"
@@ -209,7 +213,7 @@ def test_history_record_and_reader(fake_run):
     before = len(artifacts.read_history(run.root))
     artifacts.append_history(run, rec)
     history = artifacts.read_history(run.root)
-    assert len(history) == before + 1 == 5 and history[-1] == json.loads(json.dumps(rec))
+    assert len(history) == before + 1 == 7 and history[-1] == json.loads(json.dumps(rec))
 
 
 def test_prices_parse_and_reject():

@@ -272,6 +272,13 @@ def _ran(history: list[dict]) -> list[dict]:
     return [h for h in history if h.get("status", "ran") == "ran" and isinstance(h.get("wall_time_s"), (int, float))]
 
 
+def _latest_generation(history: list[dict], name: str) -> dict | None:
+    """The latest history entry in which generation `name` ran (not reused from the cache)."""
+    made = [h for h in history if isinstance((h.get("generation") or {}).get(name), dict)
+            and not h["generation"][name].get("reused")]
+    return max(made, key=lambda h: h.get("utc") or "", default=None)
+
+
 def _timings(stages: list[Stage]) -> list:
     rows, steps, generations = [], [], []
     any_history = any(st.history for st in stages)
@@ -297,10 +304,13 @@ def _timings(stages: list[Stage]) -> list:
             made = {k: v for k, v in gen.items() if isinstance(v, dict) and not v.get("reused")}
             gen_s = ", ".join(x for x in (f"{len(made)} generated" if made else "",
                                           f"{len(gen) - len(made)} reused" if len(gen) > len(made) else "") if x)
-            cold_gen = {k: v for k, v in ((cold or {}).get("generation") or {}).items()
-                        if isinstance(v, dict) and not v.get("reused")}
             for k in gen:
-                v, how = (made[k], "this run") if k in made else (cold_gen.get(k), "reused; longest recorded run")
+                if k in made:
+                    v, how = made[k], "this run"
+                else:   # the latest recorded run that generated it: the generation now in the cache
+                    h = _latest_generation(ran, k)
+                    v = h["generation"][k] if h else None
+                    how = f"reused; generated {_day(h.get('utc'))}" if h else "reused; no recorded run generated it"
                 generations.append([st.name, k, how] + (["—", "—", "—"] if not v else
                                    [_int(v.get("new_tokens")), _secs(v.get("wall_time_s")),
                                     _rate(v.get("tokens_per_s"))]))
@@ -322,8 +332,7 @@ def _timings(stages: list[Stage]) -> list:
         out += ["### Student generation (last run)",
                 "New tokens include each output's stop token; tokens/s = new tokens / wall time of the whole "
                 "generation (batched). A reused generation was read from `runs/cache/generations/` (nothing ran): "
-                "its numbers are those of the stage's longest recorded run, where it was generated, if that run "
-                "generated it.",
+                "its numbers are those of the latest recorded run of the stage that generated it.",
                 _md_table(["stage", "generation", "numbers from", "new tokens", "wall time", "tokens/s"],
                           generations)]
     if steps:
