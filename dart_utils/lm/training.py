@@ -189,8 +189,10 @@ def _trainer_class(fused_loss: bool):
 def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path, seed: int, eval_dataset=None,
                   init_adapter: Path | None = None, system_role: bool = True,
                   gradient_checkpointing: bool | None = None, callbacks: list | None = None,
-                  fused_loss: bool | None = None):
+                  fused_loss: bool | None = None, extend_trainer: Callable[[type], type] | None = None):
     """The configured ``SFTTrainer`` (LoRA attached to ``model`` in place); used by ``train_lora`` and the tests.
+    ``extend_trainer`` subclasses the trainer class (a baseline's extra loss term, e.g. ``dart.tox_reg``); it needs
+    the full logits, so the fused LM-head loss is off with it.
 
     Effective batch = per_device_batch_size x gradient_accumulation_steps x processes = batch_size (under accelerate
     launch with several processes, the accumulation shrinks so that the effective batch stays the profile's);
@@ -220,7 +222,9 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
     if gradient_checkpointing is None:
         gradient_checkpointing = use_cuda
     if fused_loss is None:
-        fused_loss = use_cuda
+        fused_loss = use_cuda and extend_trainer is None
+    if fused_loss and extend_trainer is not None:
+        raise ValueError("extend_trainer needs the full logits: leave fused_loss unset or False")
     precision = resolve_precision(tp.precision)
     args = SFTConfig(
         output_dir=str(Path(output_dir) / "trainer"), seed=seed, data_seed=seed,
@@ -242,7 +246,10 @@ def build_trainer(model, tokenizer, train, tp: TrainingParams, output_dir: Path,
     else:
         peft_config = lora_config(tp)
     eval_ds = _prepare(eval_dataset, system_role) if eval_dataset is not None else None
-    trainer = _trainer_class(fused_loss)(model=model, args=args, train_dataset=_prepare(train, system_role),
+    cls = _trainer_class(fused_loss)
+    if extend_trainer is not None:
+        cls = extend_trainer(cls)
+    trainer = cls(model=model, args=args, train_dataset=_prepare(train, system_role),
                                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config,
                                          callbacks=callbacks or [])
     if not trainer.completion_only_loss:   # guard: the prompt must never be trained on
