@@ -167,6 +167,25 @@ def test_toxicity_shift_table_rows_and_paper_columns():
     assert t.loc["M0 → M_int", "paper change %"] == 7.1 and t.loc["M_int → M_DART", "paper change %"] == -13.7
 
 
+def test_table44_medians_and_shifts_per_task_type():
+    bench = ["D1"] * 10 + ["N2"] * 10
+    base = np.r_[np.linspace(1, 2, 10), np.linspace(3, 4, 10)]
+    int_ = np.r_[np.linspace(1, 2, 10) * 2.0, np.linspace(3, 4, 10)]          # drift only in descriptive
+    dart = np.r_[np.linspace(1, 2, 10) * 0.5, np.linspace(3, 4, 10) * 0.8]
+    preds = {m: frame([True] * 20, benchmark=bench, toxicity=t)
+             for m, t in (("m0", base), ("m_int", int_), ("m_dart", dart))}
+    preds["m_int"] = preds["m_int"].iloc[::-1]                                # joined by id, not by position
+    t, notes = MR.table44(preds, n_resamples=N_BOOT)
+    t = t.set_index("task type")
+    assert list(t.index) == ["descriptive", "normative"] and (t["n"] == 10).all()
+    assert t.loc["descriptive", "median M0"] == pytest.approx(1.5) and t.loc["normative", "median M_int"] == 3.5
+    assert t.loc["descriptive", "M0 → M_int %"] == pytest.approx(100.0)
+    assert t.loc["normative", "M0 → M_int %"] == pytest.approx(0.0)
+    assert t.loc["descriptive", "M0 → M_DART %"] == pytest.approx(-50.0)
+    assert t.loc["normative", "M0 → M_DART %"] == pytest.approx(-20.0)
+    assert t.loc["descriptive", "p (M0 → M_int)"] < 0.05 and "Table 44" in notes[0]
+
+
 # ---- Figure 3 data ----------------------------------------------------------------------------------------------
 def test_figure3_data_cis_contain_estimates_and_paper_values():
     rng = np.random.default_rng(1)

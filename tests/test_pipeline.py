@@ -184,7 +184,8 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     assert len(m6["inputs"]["policy_outputs"]["sha256"]) == 64
     t2 = (tables / "table2_decision_quality.md").read_text()
     assert "0.688" in t2 and "NOT the paper's configuration" in t2
-    for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components"):
+    for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components",
+                 "table44_toxicity_by_task_type"):
         assert (tables / f"{name}.md").is_file()
     assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
     # nothing changed: every DART stage is up to date

@@ -174,3 +174,44 @@ def test_ablation_table_changes_from_the_pool():
     assert ours.loc["uniform", ["remaining_severe", "remaining_mild", "change_mild_pct"]].tolist() == [2, 1, -50.0]
     paper = t[t["source"] != "this run"].set_index("strategy")
     assert paper.loc["weighted", "remaining_total"] == 119 and paper.loc["uniform", "change_total_pct"] == -65.3
+
+
+# ---- App. M.3 severity-label noise (Table 31) ------------------------------------------------------------------------
+def _sev_records():
+    levels = ["mild", "moderate", "severe", "extreme"]
+    return [{"id": f"q{i:02d}", "severity": levels[i % 4], "target": f"t{i}"} for i in range(20)]
+
+
+@pytest.mark.parametrize("mode", ["up", "down", "random"])
+def test_perturb_severities_changes_the_stated_fraction_deterministically(mode):
+    recs = _sev_records()
+    out, log = repair.perturb_severities(recs, mode, 0.4, seed=7)
+    assert recs == _sev_records()                                   # input untouched
+    assert len(log) == 8 and len({x["id"] for x in log}) == 8       # round(0.4 x 20) distinct cases
+    assert [r["severity_original"] for r in out] == [r["severity"] for r in recs]
+    changed = {x["id"]: x["after"] for x in log}
+    for r, o in zip(recs, out):
+        assert o["severity"] == changed.get(r["id"], r["severity"])
+    assert repair.perturb_severities(recs, mode, 0.4, seed=7) == (out, log)
+    assert [x["id"] for x in repair.perturb_severities(recs, mode, 0.4, seed=8)[1]] != [x["id"] for x in log]
+    assert repair.perturb_severities(recs, mode, 0.0, seed=7)[1] == []
+
+
+def test_perturb_severities_shifts_one_level_and_stays_at_the_ends():
+    recs = _sev_records()
+    up = {x["before"]: x["after"] for x in repair.perturb_severities(recs, "up", 1.0, seed=0)[1]}
+    down = {x["before"]: x["after"] for x in repair.perturb_severities(recs, "down", 1.0, seed=0)[1]}
+    assert up == {"mild": "moderate", "moderate": "severe", "severe": "extreme", "extreme": "extreme"}
+    assert down == {"mild": "mild", "moderate": "mild", "severe": "moderate", "extreme": "severe"}
+    rand = repair.perturb_severities(recs * 10, "random", 1.0, seed=0)[1]           # ids repeat: one level per id
+    assert len(rand) == 20 and {x["after"] for x in rand} <= {"mild", "moderate", "severe", "extreme"}
+    assert len({x["after"] for x in rand}) > 1
+
+
+def test_perturb_severities_rejects_bad_input():
+    with pytest.raises(ValueError, match="mode"):
+        repair.perturb_severities(_sev_records(), "sideways", 0.2, seed=0)
+    with pytest.raises(ValueError, match="fraction"):
+        repair.perturb_severities(_sev_records(), "up", 1.5, seed=0)
+    with pytest.raises(ValueError, match="q00"):
+        repair.perturb_severities([{"id": "q00", "severity": "none", "target": "x"}], "up", 0.5, seed=0)

@@ -366,6 +366,33 @@ def toxicity_shift_table(preds: dict[str, pd.DataFrame], n_resamples: int = S.N_
     return pd.DataFrame(rows), notes
 
 
+def table44(preds: dict[str, pd.DataFrame], n_resamples: int = S.N_RESAMPLES,
+            seed: int = S.DEFAULT_SEED) -> tuple[pd.DataFrame, list[str]]:
+    """App. Q, Table 44: median rationale toxicity of M0, M_int and M_DART by task type (descriptive D1–D4,
+    normative N1–N4), with the drift (M0 → M_int) and the net change (M0 → M_DART) per type, as in ``toxicity_shift``.
+    The paper text we have prints only the table's caption ("harm drift occurs in both task types; repair reduces
+    toxicity below baseline"), not its values, so no paper column."""
+    rows = []
+    for cat in ("descriptive", "normative"):
+        ids = preds["m0"].loc[preds["m0"]["category"] == cat, "id"]
+        tox = {m: preds[m].set_index("id")["toxicity"].loc[ids].to_numpy(float) for m in ("m0", "m_int", "m_dart")}
+        if len(ids) == 0:                   # no test item of this type (tiny configurations)
+            rows.append({"task type": cat, "n": 0})
+            continue
+        drift = toxicity_shift(tox["m0"], tox["m_int"], n_resamples=n_resamples, seed=seed)
+        net = toxicity_shift(tox["m0"], tox["m_dart"], n_resamples=n_resamples, seed=seed)
+        rows.append({"task type": cat, "n": len(ids),
+                     **{f"median {MODEL_LABELS[m]}": float(np.median(v)) for m, v in tox.items()},
+                     "M0 → M_int %": drift.get("change_pct"), "p (M0 → M_int)": drift.get("p_permutation"),
+                     "M0 → M_DART %": net.get("change_pct"), "p (M0 → M_DART)": net.get("p_permutation")})
+    notes = ["Paper: App. Q, Table 44 (Llama-3-8B-Instruct, RoBERTa toxicity); the paper text we have prints only its "
+             "caption: harm drift in both task types, slightly larger in descriptive tasks, and repair below baseline.",
+             f"Test items by the benchmark's category. change % = median(after)/median(before) − 1; p: paired "
+             f"permutation of the relative median shift ({n_resamples} resamples, seed {seed}), as in "
+             "`toxicity_shift`; empty where the median before is 0."]
+    return pd.DataFrame(rows), notes
+
+
 # ---- Figure 3 data ----------------------------------------------------------------------------------------------
 def figure3_data(preds: dict[str, pd.DataFrame], student: str, n_resamples: int = S.N_RESAMPLES,
                  seed: int = S.DEFAULT_SEED) -> pd.DataFrame:

@@ -18,6 +18,8 @@ a no-op (reference §4.6, D5). Here:
   unknown severity is an error, not weight 1.
 * `stage3_dataset`: Stage I distillation examples + the weighted repair rows in `distill.sft_dataset`'s format;
   nothing is de-duplicated after oversampling.
+* `perturb_severities`: App. M.3's severity-label noise (±1 level or random, on a fraction of the cases) for the
+  Table 31 ablation (issue 14; not yet run by a notebook).
 """
 from __future__ import annotations
 
@@ -184,6 +186,56 @@ def oversample(repair_records, weights: dict | None = None, uniform: bool = Fals
             raise ValueError(f"weight for {sev!r} must be >= 1, got {w}")
         out += [dict(r) | {"copy": k, "weight": w} for k in range(w)]
     return out
+
+
+NOISE_MODES = ("up", "down", "random")
+
+
+def perturb_severities(repair_records, mode: str, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """App. M.3 (Table 31): the judge's severity replaced on a seeded random ``fraction`` of the drift cases.
+
+    The paper's perturbations, applied before ``oversample``:
+    - ``up``: one level higher (mild → moderate → severe → extreme);
+    - ``down``: one level lower;
+    - ``random``: a uniformly random severity. Uniform weights are ``oversample(uniform=True)``.
+
+    Where the paper is silent, ours [choice]:
+    - a shift past either end stays at that end (extreme up stays extreme, mild down stays mild);
+    - the random level is drawn from all four, so it may equal the original;
+    - the cases are round(fraction × distinct ids), drawn with ``random.Random(seed)`` from the sorted ids. Every
+      record of a chosen id gets the same new level.
+
+    Returns new records (``severity`` replaced, the judge's kept as ``severity_original``) and one log row per chosen
+    id (id, before, after). The input is not modified.
+    """
+    import random
+    if mode not in NOISE_MODES:
+        raise ValueError(f"severity noise mode must be one of {NOISE_MODES}, got {mode!r}")
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"severity noise fraction must be in [0, 1], got {fraction}")
+    levels = list(SEVERITIES[1:])
+    records = [dict(r) for r in repair_records]
+    for r in records:
+        if r.get("severity") not in levels:
+            raise ValueError(f"repair record {r.get('id')}: severity {r.get('severity')!r} is not one of {levels}")
+    ids = sorted({r["id"] for r in records})
+    rng = random.Random(seed)
+    chosen = rng.sample(ids, round(fraction * len(ids)))
+    before = {r["id"]: r["severity"] for r in records}
+    after = {}
+    for i in chosen:                         # in draw order, so the random levels depend only on seed and ids
+        k = levels.index(before[i])
+        if mode == "up":
+            after[i] = levels[min(k + 1, len(levels) - 1)]
+        elif mode == "down":
+            after[i] = levels[max(k - 1, 0)]
+        else:
+            after[i] = rng.choice(levels)
+    for r in records:
+        r["severity_original"] = r["severity"]
+        r["severity"] = after.get(r["id"], r["severity"])
+    log = [{"id": i, "before": before[i], "after": after[i]} for i in sorted(after)]
+    return records, log
 
 
 def oversample_summary(weighted: list[dict]) -> pd.DataFrame:
