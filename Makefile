@@ -48,7 +48,7 @@ PIP  := $(VENV)/bin/python -m pip
 VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK_FILE) 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 # The subcommand comes first; each file of PARAMS (space-separated) becomes its own --params option.
 PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(PARAMS),--params $(abspath $(f)))
-# Which stages `make all` runs: empty = every stage (DART 00-06, then DCR 07-); `dart` or `dcr` = one method.
+# Which stages `make all` runs: empty = every stage (DART 00-07, then DCR 08-); `dart` or `dcr` = one method.
 STAGES ?=
 pipeline = $(PY) -m dart_utils.pipeline $(1) $(PIPELINE_ARGS)
 

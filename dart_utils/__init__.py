@@ -1,7 +1,7 @@
 """dart_utils: the logic of the DART reproduction (arXiv 2604.16845); notebooks stay thin.
 
 The pipeline is data: `stages.yaml` lists every stage (00 data and splits → 01 Stage I → 02 Stage II audit →
-03 Stage III repair → 04 policy → 05 external suites → 06 statistics), the artifacts it reads and writes and the
+03 Stage III repair → 04 policy → 05 external suites → 06 baselines → 07 statistics), the artifacts it reads and writes and the
 parameter sections it depends on; `pipeline.py` runs the notebooks in that order with papermill.
 
 Layers, top to bottom (a module imports only from its own layer or lower ones; `lint-imports` checks it):

@@ -39,7 +39,7 @@ SCHEMA = 1
 REFERENCE_FILE = PROJECT_ROOT / "benchmarks" / "results" / "reference_rates_cpu.json"
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "cpu"
 ROLES = ("teacher", "judge")
-NTK_MODELS = 4   # notebook 10 measures base, sft_only, stage_a and dcr_sft
+NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 
 # What one unit of each driver is (the item counts of a profile are keyed by these names).
 PER = {"train": "train item", "val": "validation item", "test": "test item", "reaudit": "test item × re-audit arm",
@@ -51,8 +51,8 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("02_audit", "judge", "drift audit (M_int vs M0)", "test"),
             ("03_repair", "teacher", "repair targets", "test"),
             ("03_repair", "judge", "re-audit", "reaudit"),
-            ("09_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
-            ("09_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"))
+            ("10_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
+            ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"))
 LLM_STAGES = tuple(dict.fromkeys(w[0] for w in LLM_WORK))
 
 _REQUIRED = {"": ("schema", "provenance", "items", "llm", "generation", "training"),
@@ -104,7 +104,7 @@ def dcr_training_rows(p: dict) -> tuple[int | None, int | None]:
 
 
 def judged_count(set_sizes: dict[str, int] | None, judge_n: int | None) -> int | None:
-    """09's refusal judge rates the same judge_n prompts per set for every model (all when null)."""
+    """10's refusal judge rates the same judge_n prompts per set for every model (all when null)."""
     if set_sizes is None:
         return None
     return len(DCR_MODELS) * sum(n if judge_n is None else min(judge_n, n) for n in set_sizes.values())
@@ -153,19 +153,19 @@ def artifact_counts(run: Path, counts: dict) -> dict[str, int]:
         out["reaudit"] = out.get("test", counts["test"]) * len(arms)
     if suites := _manifest(run, "05_external_safety").get("suites"):
         out["external"] = sum(suites.values())
-    m09 = _manifest(run, "09_dcr_evaluation")
-    if m09.get("sizes"):
-        out["dcr_eval"] = sum(m09["sizes"].values())
-    if (run / "09_dcr_evaluation" / "judged.jsonl").is_file():
-        out["dcr_judged"] = _lines(run / "09_dcr_evaluation" / "judged.jsonl")
-    if "n" in (m09.get("win_rate") or {}):
-        out["win_rate"], out["win_rate_orders"] = m09["win_rate"]["n"], 2 * m09["win_rate"]["n"]
-    sizes07, sizes08 = _manifest(run, "07_dcr_contrastive").get("sizes", {}), _manifest(run, "08_dcr_safety_sft").get(
+    m10 = _manifest(run, "10_dcr_evaluation")
+    if m10.get("sizes"):
+        out["dcr_eval"] = sum(m10["sizes"].values())
+    if (run / "10_dcr_evaluation" / "judged.jsonl").is_file():
+        out["dcr_judged"] = _lines(run / "10_dcr_evaluation" / "judged.jsonl")
+    if "n" in (m10.get("win_rate") or {}):
+        out["win_rate"], out["win_rate_orders"] = m10["win_rate"]["n"], 2 * m10["win_rate"]["n"]
+    sizes08, sizes09 = _manifest(run, "08_dcr_contrastive").get("sizes", {}), _manifest(run, "09_dcr_safety_sft").get(
         "sizes", {})
-    if {"D_seemingly", "D_toxic"} <= set(sizes07):
-        out["contrastive"] = sizes07["D_seemingly"] + sizes07["D_toxic"]
-    if {"D_general", "D_safe"} <= set(sizes08):
-        out["sft"] = sizes08["D_general"] + sizes08["D_safe"]
+    if {"D_seemingly", "D_toxic"} <= set(sizes08):
+        out["contrastive"] = sizes08["D_seemingly"] + sizes08["D_toxic"]
+    if {"D_general", "D_safe"} <= set(sizes09):
+        out["sft"] = sizes09["D_general"] + sizes09["D_safe"]
     return out
 
 
@@ -213,10 +213,10 @@ def _cache_db(run: Path, p: dict) -> Path | None:
 
 
 def win_rate_from_cache(run: Path, p: dict, counts: dict) -> dict | None:
-    """09's pairwise judge: until notebook 09 recorded its judge stats after the win-rate calls, they were in no history
+    """10's pairwise judge: until notebook 10 recorded its judge stats after the win-rate calls, they were in no history
     line, and in a newer line they are mixed with the refusal judge's (``_split_09_judge``). The reference's response cache still holds each of those requests with its token counts: match the exact
     prompts rebuilt from 09's general.jsonl (both orders) and read them, without writing to the cache."""
-    general, db = run / "09_dcr_evaluation" / "general.jsonl", _cache_db(run, p)
+    general, db = run / "10_dcr_evaluation" / "general.jsonl", _cache_db(run, p)
     if not general.is_file() or db is None or not counts.get("win_rate_orders"):
         return None
     rows = [json.loads(line) for line in general.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -229,18 +229,18 @@ def win_rate_from_cache(run: Path, p: dict, counts: dict) -> dict | None:
     if not found:
         return None
     n, per = len(found), "win_rate_orders"
-    return {"stage": "09_dcr_evaluation", "role": "judge", "work": "pairwise win rate", "per": per,
+    return {"stage": "10_dcr_evaluation", "role": "judge", "work": "pairwise win rate", "per": per,
             "reference_items": counts[per], "reference_calls": n, "calls_per_item": n / counts[per],
             "prompt_tokens_per_call": sum(f[0] for f in found) / n,
             "completion_tokens_per_call": sum(f[1] for f in found) / n,
             "seconds_per_call": sum(f[2] for f in found) / n,
-            "from": f"response cache {db.name} (requests rebuilt from 09_dcr_evaluation/general.jsonl)",
-            **_source(cold_line(read_history(run), "09_dcr_evaluation") or {})}
+            "from": f"response cache {db.name} (requests rebuilt from 10_dcr_evaluation/general.jsonl)",
+            **_source(cold_line(read_history(run), "10_dcr_evaluation") or {})}
 
 
 def gen_driver(stage: str, name: str) -> str:
     """Which items a recorded generation ran over."""
-    if stage == "09_dcr_evaluation":
+    if stage == "10_dcr_evaluation":
         return "win_rate" if "AlpacaEval" in name else "dcr_eval"
     if stage == "05_external_safety":
         return "external"
@@ -249,7 +249,7 @@ def gen_driver(stage: str, name: str) -> str:
 
 def gen_cap(p: dict, stage: str, name: str) -> int:
     """max_new_tokens of that generation (the hard upper bound of its tokens per item)."""
-    if stage == "09_dcr_evaluation":
+    if stage == "10_dcr_evaluation":
         return p["dcr_eval"]["win_rate_max_new_tokens"] if "AlpacaEval" in name else \
             p["dcr_eval"]["generation"]["max_new_tokens"]
     return p["generation"]["max_new_tokens"]
@@ -316,8 +316,8 @@ def training_rates(history: list[dict], run: Path, counts: dict) -> list[dict]:
     seconds per optimizer step (its machine and model: provenance, not a forecast)."""
     s1 = _manifest(run, "01_distill").get("stage1") or {}
     rep, s3 = _manifest(run, "03_repair").get("repair") or {}, _manifest(run, "03_repair").get("stage3") or {}
-    a = _manifest(run, "07_dcr_contrastive").get("stage_a") or {}
-    sft = _manifest(run, "08_dcr_safety_sft").get("sft") or {}
+    a = _manifest(run, "08_dcr_contrastive").get("stage_a") or {}
+    sft = _manifest(run, "09_dcr_safety_sft").get("sft") or {}
     ex1, train, test = s1.get("train_examples"), counts.get("train"), counts.get("test")
     rows3 = (rep.get("rows") or {}).get("weighted")
     out = [
@@ -327,9 +327,9 @@ def training_rates(history: list[dict], run: Path, counts: dict) -> list[dict]:
                         (s3.get("weighted") or {}).get("steps"), 1, rows3,
                         {"train": ex1 / train, "test": (rows3 - ex1) / test} if ex1 and rows3 and train and test
                         else None),
-        _training_entry(history, "07_dcr_contrastive", "Stage A", "stage A training", a.get("global_step"), 1,
+        _training_entry(history, "08_dcr_contrastive", "Stage A", "stage A training", a.get("global_step"), 1,
                         counts.get("contrastive"), {"contrastive": 1.0}),
-        _training_entry(history, "08_dcr_safety_sft", "safety SFT", "safety SFT",   # both runs, the same data
+        _training_entry(history, "09_dcr_safety_sft", "safety SFT", "safety SFT",   # both runs, the same data
                         max((r.get("steps") or 0 for r in sft.values()), default=0), max(len(sft), 1),
                         counts.get("sft"), {"sft": 1.0}),
     ]
@@ -342,7 +342,7 @@ def _models(p: dict) -> dict:
 
 
 def _split_09_judge(llm: list[dict | None], counts: dict) -> None:
-    """Since notebook 09 records its judge stats after the pairwise judge too, a new history line's 09 judge calls
+    """Since notebook 10 records its judge stats after the pairwise judge too, a new history line's 10 judge calls
     hold both jobs: take the pairwise calls (read from the cache) out of the refusal-rubric rate. An old line (stats
     recorded before the pairwise calls) has fewer calls than judged answers once they are taken out: left as is."""
     ref = next((e for e in llm if e and e["work"] == "refusal rubric"), None)
@@ -497,9 +497,10 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     out += [("04_policy", f"{m}/{v}", "test", g) for m in p.policy.models for v in variants_needed(p.policy.modes)]
     if counts.get("external"):
         out += [("05_external_safety", n, "external", g) for n in ("m0", "m_dart")]
-    out += [("09_dcr_evaluation", n, "dcr_eval", d.generation.max_new_tokens) for n in DCR_MODELS]
+    out += [("06_baselines", arm, "test", g) for arm in ("label_only", "tox_reg") if getattr(p.baselines, arm)]
+    out += [("10_dcr_evaluation", n, "dcr_eval", d.generation.max_new_tokens) for n in DCR_MODELS]
     if counts.get("win_rate"):
-        out += [("09_dcr_evaluation", f"{n} AlpacaEval", "win_rate", d.win_rate_max_new_tokens)
+        out += [("10_dcr_evaluation", f"{n} AlpacaEval", "win_rate", d.win_rate_max_new_tokens)
                 for n in ("sft_only", "dcr_sft")]
     return out
 
@@ -509,6 +510,9 @@ def gen_rate(ref: dict, stage: str, name: str) -> tuple[dict | None, str]:
     e = _find(ref["generation"], stage=stage, name=name)
     if e:
         return e, ""
+    if stage == "06_baselines" and (e := _find(ref["generation"], stage="01_distill", name="m_int")):
+        return e, f"{stage} {name}: not in the reference; M_int's rate (the same items and decoding; label-only " \
+                  "answers are shorter, so this is an upper bound)"
     same_stage = [x for x in ref["generation"] if x["stage"] == stage]
     near = [x for x in same_stage if x["name"].split("/")[-1] == name.split("/")[-1]] or \
         [x for x in same_stage if name.startswith(x["name"])] or same_stage
@@ -536,7 +540,7 @@ def generation_rows(p: Params, ref: dict, counts: dict, gpu_tps: float | None) -
         items = [g[0] for g in gens]
         known = None not in items and all(g[1] is not None for g in gens)
         tokens = sum(g[1] for g in gens) if known else None
-        model = p.dcr.model.name if stage.startswith(("07", "08", "09", "10")) else p.student.name
+        model = p.dcr.model.name if "_dcr_" in stage else p.student.name
         hours = tokens / gpu_tps / 3600 if known and gpu_tps else None
         rows.append(Row(stage, "student generation", f"`{model}`",
                         f"{len(gens)} generation(s), {sum(items):,} items" if known else f"{len(gens)} generation(s), "
@@ -558,14 +562,18 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
     return [("01_distill", "Stage I", "train", (t.batch_size, t.per_device_batch_size, t.epochs), 1),
             ("03_repair", "Stage III", "train", (t.batch_size, t.per_device_batch_size, t.epochs),
              1 + p.repair.uniform_ablation),
-            ("07_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),
-            ("08_dcr_safety_sft", "safety SFT", "sft", (s.batch_size, s.per_device_batch_size, s.epochs), 2)]
+            *[("06_baselines", label, "train", (t.batch_size, t.per_device_batch_size, t.epochs), 1)
+              for arm, label in (("label_only", "label-only SFT"), ("tox_reg", "toxicity-reg. SFT"))
+              if getattr(p.baselines, arm)],
+            ("08_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),
+            ("09_dcr_safety_sft", "safety SFT", "sft", (s.batch_size, s.per_device_batch_size, s.epochs), 2)]
 
 
 def training_rows(p: Params, ref: dict, counts: dict, gpu_sps: float | None) -> tuple[list[Row], list[str]]:
     rows, notes = [], []
     for stage, label, driver, (batch, pd, epochs), runs in _training_plan(p):
-        e = _find(ref["training"], stage=stage)
+        e = _find(ref["training"], stage=stage) or (_find(ref["training"], stage="01_distill")
+                                                     if stage == "06_baselines" else None)   # Stage I's items
         rates = (e or {}).get("examples") or {driver: 1.0}
         if e is None and driver in ("train", "test"):
             notes.append(f"{stage}: no training rate in the reference; every train item counted as an example "
@@ -575,7 +583,7 @@ def training_rows(p: Params, ref: dict, counts: dict, gpu_sps: float | None) -> 
             continue
         examples = round(sum(r * counts[k] for k, r in rates.items()))
         steps = optimizer_steps(examples, batch, pd, epochs) * runs
-        model = p.dcr.model.name if stage.startswith(("07", "08")) else p.student.name
+        model = p.dcr.model.name if "_dcr_" in stage else p.student.name
         hours = steps * gpu_sps / 3600 if gpu_sps else None
         rows.append(Row(stage, f"LoRA training: {label}", f"`{model}`",
                         f"{runs} run(s) × {steps // runs:,} steps ({examples:,} examples)", hours=hours,
@@ -585,7 +593,7 @@ def training_rows(p: Params, ref: dict, counts: dict, gpu_sps: float | None) -> 
 
 
 def ntk_row(p: Params, counts: dict) -> Row:
-    return Row("10_dcr_mechanism", "eNTK similarity", f"`{p.dcr.model.name}`",
+    return Row("11_dcr_mechanism", "eNTK similarity", f"`{p.dcr.model.name}`",
                f"{counts['ntk']:,} backward passes ({NTK_MODELS} models × {2 * p.dcr_ntk.n} prompts × top-"
                f"{p.dcr_ntk.topk})", role="work")
 
@@ -597,7 +605,7 @@ def estimate(p: Params, ref: dict, prices: dict | None = None, gpu_tps: float | 
     llm, unknown = llm_rows(p, ref, counts, prices or {})
     gen, gen_notes = generation_rows(p, ref, counts, gpu_tps)
     train, train_notes = training_rows(p, ref, counts, gpu_sps)
-    order = {s: i for i, s in enumerate(sorted({r.stage for r in llm + gen + train} | {"10_dcr_mechanism"}))}
+    order = {s: i for i, s in enumerate(sorted({r.stage for r in llm + gen + train} | {"11_dcr_mechanism"}))}
     rows = sorted(llm + gen + train + [ntk_row(p, counts)], key=lambda r: order[r.stage])
     return rows, counts, unknown + gen_notes + train_notes
 
@@ -720,9 +728,9 @@ def _explain(p: Params, ref: dict, counts: dict, prices: dict, source: str) -> l
                    f"{test} test items ({drift / test:.1%}), {rep['reference_calls'] / drift:.1f} teacher calls per "
                    f"case; the target's drift rate is unknown until its 02 has run (calls ≈ "
                    f"{rep['reference_calls'] / drift:.1f} × drift cases). Stage III's extra rows scale with it too.")
-    win = _find(ref["llm"], stage="09_dcr_evaluation", work="pairwise win rate")
+    win = _find(ref["llm"], stage="10_dcr_evaluation", work="pairwise win rate")
     if win and "cache" in win.get("from", ""):
-        out.append("09's pairwise judge rates come from the reference's response cache: 09 recorded the judge's stats "
+        out.append("10's pairwise judge rates come from the reference's response cache: 10 recorded the judge's stats "
                    "before the win-rate calls until 2026-12-06 (now after them: taken out of the refusal rate).")
     if prices:
         out.append("Prices as given (" + ", ".join(f"{k} ${a:g} / ${b:g} per M tokens in / out" for k, (a, b) in

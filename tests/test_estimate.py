@@ -49,7 +49,7 @@ def fake_run(tmp_path_factory):
         _line("02_audit", "2026-01-02T01:00", {"judge_llm": _llm(16, 16000, 800)}),
         _line("03_repair", "2026-01-02T02:00",
               {"teacher_llm": _llm(3, 900, 150), "judge_llm": _llm(24, 12000, 1200)}),
-        _line("09_dcr_evaluation", "2026-01-02T03:00", {"judge_llm": _llm(12, 3600, 48)}),
+        _line("10_dcr_evaluation", "2026-01-02T03:00", {"judge_llm": _llm(12, 3600, 48)}),
     ]
     (run / "stage_history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in lines))
     m01 = run / "01_distill"
@@ -58,10 +58,10 @@ def fake_run(tmp_path_factory):
     m03 = run / "03_repair"
     m03.mkdir()
     (m03 / "manifest.json").write_text(json.dumps({"stage3": {"weighted": {"steps": 4}}}))   # one re-audit arm
-    m09 = run / "09_dcr_evaluation"
-    m09.mkdir()
-    (m09 / "manifest.json").write_text(json.dumps({"sizes": {"XSTest-safe": 3, "XSTest-unsafe": 3}}))
-    (m09 / "judged.jsonl").write_text("{}\n" * 12)
+    m10 = run / "10_dcr_evaluation"
+    m10.mkdir()
+    (m10 / "manifest.json").write_text(json.dumps({"sizes": {"XSTest-safe": 3, "XSTest-unsafe": 3}}))
+    (m10 / "judged.jsonl").write_text("{}\n" * 12)
     return run
 
 
@@ -88,7 +88,7 @@ def test_rates_from_a_synthetic_history(fake_rates):
     reaudit = _rate(fake_rates, "03_repair", "judge")
     assert reaudit["per"] == "reaudit" and reaudit["calls_per_item"] == pytest.approx(24 / TEST_ITEMS)
     assert _rate(fake_rates, "03_repair", "teacher")["calls_per_item"] == pytest.approx(3 / TEST_ITEMS)
-    dcr = _rate(fake_rates, "09_dcr_evaluation", "judge", "refusal rubric")
+    dcr = _rate(fake_rates, "10_dcr_evaluation", "judge", "refusal rubric")
     assert dcr["reference_items"] == 12 and dcr["calls_per_item"] == pytest.approx(1.0)
     gen = {e["name"]: e for e in fake_rates["generation"]}
     assert gen["m0"]["new_tokens_per_item"] == pytest.approx(480 / TEST_ITEMS)
@@ -165,7 +165,7 @@ def test_the_committed_reference_is_complete():
     pv = ref["provenance"]
     assert pv["reference_run"] and pv["git_commits"] and pv["created_utc"]
     assert {(e["stage"], e["role"]) for e in ref["llm"]} >= {("01_distill", "teacher"), ("02_audit", "judge"),
-                                                              ("03_repair", "judge"), ("09_dcr_evaluation", "judge")}
+                                                              ("03_repair", "judge"), ("10_dcr_evaluation", "judge")}
 
 
 def test_paper_estimate_lists_every_stage_that_calls_an_llm(capsys):
@@ -186,7 +186,7 @@ def test_paper_estimate_lists_every_stage_that_calls_an_llm(capsys):
 
 
 def test_09_judge_calls_are_split_only_when_the_line_holds_both_jobs():
-    """A new 09 history line counts the refusal and the pairwise judge together; an old one the refusal judge only."""
+    """A new 10 history line counts the refusal and the pairwise judge together; an old one the refusal judge only."""
     def entries(calls):
         return [{"work": "refusal rubric", "reference_calls": calls, "reference_items": 144, "calls_per_item": calls / 144,
                  "prompt_tokens_per_call": 300.0, "completion_tokens_per_call": 5.0, "seconds_per_call": 2.0,

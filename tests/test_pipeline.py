@@ -66,8 +66,8 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
-def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
-    """00 -> 06 and the report under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
+def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
+    """00 -> 07 and the report under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
     paired generation and the real CPU classifier."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["00", "01"])
@@ -176,12 +176,36 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     assert any(k.endswith("hatecheck_dart_subset1000.jsonl") for k in m5["sources"])   # the data files it read
     assert (tmp_path / "figures" / "ci" / "external_score_distributions.png").stat().st_size > 10_000
 
-    # 06: statistics from the artifacts; a changed artifact changes the table
+    # 06: the baselines, trained like Stage I (real LoRA, one with the toxicity penalty) and evaluated like M_int
     assert pipeline.run_stages(params, ["06"])[0]["status"] == "ran"
-    m6 = json.loads((tmp_path / "runs" / "ci" / "06_statistics" / "manifest.json").read_text())
-    # 04's policy outputs are a declared input of 06, hashed in its manifest
+    s6 = tmp_path / "runs" / "ci" / "06_baselines"
+    mb = json.loads((s6 / "manifest.json").read_text())
+    assert set(mb["baselines"]) == {"label_only", "tox_reg"} and all(v["steps"] >= 1 for v in mb["baselines"].values())
+    n_targets = len((tmp_path / "runs" / "ci" / "01_distill" / "teacher_targets.jsonl").read_text().splitlines())
+    assert 1 <= mb["baselines"]["label_only"]["train_examples"] <= n_targets
+    log_tr = json.loads((s6 / "tox_reg" / "train_log.json").read_text())
+    assert log_tr["extend"]["lambda"] == 0.1 and log_tr["extend"]["arm"] == "tox_reg"
+    bpreds = [json.loads(line) for line in (s6 / "predictions.jsonl").open()]
+    assert sorted({p["model"] for p in bpreds}) == ["label_only", "tox_reg"] and len(bpreds) == 2 * 16
+    assert len([json.loads(line) for line in (s6 / "harm_scores.jsonl").open()]) == 2 * 16
+    pipeline.run_stages(params, ["06"], force=True)
+    mb2 = json.loads((s6 / "manifest.json").read_text())
+    assert all(v["reused"] for v in mb2["baselines"].values()) and set(mb2["generation"].values()) == {"reused"}
+
+    # 07: statistics from the artifacts; a changed artifact changes the table
+    assert pipeline.run_stages(params, ["07"])[0]["status"] == "ran"
+    m6 = json.loads((tmp_path / "runs" / "ci" / "07_statistics" / "manifest.json").read_text())
+    # 04's policy outputs and 06's baselines are declared inputs of 07, hashed in its manifest
     assert m6["inputs"]["policy_outputs"]["path"].endswith("04_policy/policy_outputs.jsonl")
     assert len(m6["inputs"]["policy_outputs"]["sha256"]) == 64
+    assert m6["inputs"]["predictions_baselines"]["path"].endswith("06_baselines/predictions.jsonl")
+    assert m6["baselines_run"] == ["label_only", "tox_reg"]
+    t4 = (tables / "table4_components.md").read_text()
+    assert "label-only SFT vs M0" in t4 and "toxicity-reg. SFT vs M0" in t4
+    t24 = (tables / "table24_significance_vs_baselines.md").read_text()
+    assert "M_DART vs Label-only SFT" in t24 and "m = 4" in t24 and "not run" not in t24
+    assert "38.7 %" in (tables / "table19_training_strategies.md").read_text()
+    assert (tables / "table21_baselines_per_benchmark.md").is_file()
     t2 = (tables / "table2_decision_quality.md").read_text()
     assert "0.688" in t2 and "NOT the paper's configuration" in t2
     for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components",
@@ -194,7 +218,7 @@ def test_stages_00_to_06_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     path = tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl"
     changed = [dict(p, prediction="NO" if p["prediction"] == "YES" else "YES", parsed=True) for p in m3_preds]
     path.write_text("".join(json.dumps(p) + "\n" for p in changed))
-    pipeline.run_stages(params, ["06"], force=True)
+    pipeline.run_stages(params, ["07"], force=True)
     assert (tables / "table2_decision_quality.csv").read_text() != before
 
     # the report gathers every stage's tables and figures
@@ -217,28 +241,28 @@ def test_paper_profile_stops_in_01_saying_what_is_missing(run_dirs, tmp_path, mo
     assert (tmp_path / "runs" / "paper" / "00_data_splits" / "manifest.json").is_file()  # 00 ran fine
 
 
-def test_dcr_stages_07_to_10_end_to_end_and_reruns_skip(run_dirs, tmp_path):
+def test_dcr_stages_08_to_11_end_to_end_and_reruns_skip(run_dirs, tmp_path):
     """DCR under `ci`: Stage A (Circle loss), two safety SFT runs with the refusal probe, the evaluation with the real
     llama.cpp judge, and the eNTK measure, on the real SmolLM2 with real data; selected by group; a second run skips
     all four."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["dcr"])
     assert [(r["stage"], r["status"]) for r in results] == [
-        ("07_dcr_contrastive", "ran"), ("08_dcr_safety_sft", "ran"), ("09_dcr_evaluation", "ran"),
-        ("10_dcr_mechanism", "ran")]
+        ("08_dcr_contrastive", "ran"), ("09_dcr_safety_sft", "ran"), ("10_dcr_evaluation", "ran"),
+        ("11_dcr_mechanism", "ran")]
     root = tmp_path / "runs" / "ci"
-    log = json.loads((root / "07_dcr_contrastive" / "contrastive_log.json").read_text())
+    log = json.loads((root / "08_dcr_contrastive" / "contrastive_log.json").read_text())
     assert log["layer"] == 15 and log["n_seemingly"] == 10 and log["n_toxic"] == 10
-    dyn = json.loads((root / "08_dcr_safety_sft" / "dynamics.json").read_text())
+    dyn = json.loads((root / "09_dcr_safety_sft" / "dynamics.json").read_text())
     assert {d["run"] for d in dyn} == {"sft_only", "dcr_sft"} and min(d["step"] for d in dyn) == 0
-    answers = [json.loads(line) for line in (root / "09_dcr_evaluation" / "answers.jsonl").open()]
+    answers = [json.loads(line) for line in (root / "10_dcr_evaluation" / "answers.jsonl").open()]
     assert len(answers) == 3 * 12 and {a["model"] for a in answers} == {"base", "sft_only", "dcr_sft"}
     tables = tmp_path / "tables" / "ci"
-    judged = [json.loads(line) for line in (root / "09_dcr_evaluation" / "judged.jsonl").open()]
+    judged = [json.loads(line) for line in (root / "10_dcr_evaluation" / "judged.jsonl").open()]
     assert len(judged) == 3 * 4 and all("judge_class" in j for j in judged)       # judge_n 1 per set and model
-    general = [json.loads(line) for line in (root / "09_dcr_evaluation" / "general.jsonl").open()]
+    general = [json.loads(line) for line in (root / "10_dcr_evaluation" / "general.jsonl").open()]
     assert len(general) == 2 and all(g["outcome"] in ("win", "loss", "tie", "failure") for g in general)
-    ntk = json.loads((root / "10_dcr_mechanism" / "ntk.json").read_text())
+    ntk = json.loads((root / "11_dcr_mechanism" / "ntk.json").read_text())
     assert set(ntk) == {"base", "sft_only", "stage_a", "dcr_sft"} and all(v["cross"] > 0 for v in ntk.values())
     for name in ("dcr_stage_a_similarity", "dcr_refusal_probability", "dcr_table1", "dcr_paired_tests",
                  "dcr_judge_agreement", "dcr_win_rate", "dcr_ntk_similarity"):

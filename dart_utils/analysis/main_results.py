@@ -1,4 +1,4 @@
-"""The paper's main decision-quality and statistics outputs, recomputed from a run's artifacts (notebook 06; paper
+"""The paper's main decision-quality and statistics outputs, recomputed from a run's artifacts (notebook 07; paper
 §3.1–3.3, App. H, J, K.1, K.3; Tables 2, 4, 13, 16; Figure 3; the §3.2 toxicity shifts).
 
 Why: the authors' code produced Table 2 with raw McNemar p-values and no effect sizes, and the paper's Table 4
@@ -64,8 +64,10 @@ COMPARISONS = (("m0", "m_dart"), ("m0", "m_int"), ("m_int", "m_dart"))
 # (prediction files of stages 01/03); a mode reads 04_policy/policy_outputs.jsonl.
 TABLE4_COMPONENTS = [
     ("policy_m0", "Policy (on M0)", "M0 two-pass policy vs M0 policy off", ("m0", "off"), ("m0", "two_pass")),
-    ("label_only_sft", "Label-only SFT", None, None, None),
-    ("tox_reg_sft", "Toxicity-reg. SFT", None, None, None),
+    ("label_only_sft", "Label-only SFT", "label-only SFT vs M0 (no policy; notebook 06)", ("m0", None),
+     ("label_only", None)),
+    ("tox_reg_sft", "Toxicity-reg. SFT", "toxicity-reg. SFT vs M0 (no policy; notebook 06)", ("m0", None),
+     ("tox_reg", None)),
     ("stage1", "Stage I: Distillation", "M_int vs M0 (no policy)", ("m0", None), ("m_int", None)),
     ("stage3", "Stage III: Repair", "M_DART vs M_int (no policy)", ("m_int", None), ("m_dart", None)),
     ("full_dart_policy", "Full DART + Policy", "M_DART two-pass policy vs M0 policy off",
@@ -77,7 +79,7 @@ CHECK, DOUBLE, CROSS, TILDE = "✓", "✓✓", "✗", "∼"
 
 
 # ---- artifacts --------------------------------------------------------------------------------------------------
-# What notebook 06 reads: artifact names of dart_utils/stages.yaml (the stage context resolves them to files).
+# What notebook 07 reads: artifact names of dart_utils/stages.yaml (the stage context resolves them to files).
 ARTIFACTS = ("predictions_m0", "predictions_m_int", "predictions_m_dart", "harm_scores", "harm_scores_m_dart",
              "harm_scorers", "drift_pool", "drift_pool_m_dart", "repair_targets", "policy_outputs")
 
@@ -512,6 +514,6 @@ def table4_notes(rule, alpha: float) -> list[str]:
              f"permutation p: ✓✓ significant fall ≥ {rule.tox_large_pct} %, ✓ significant fall ≥ {rule.tox_small_pct} %, "
              f"✗ significant rise ≥ {rule.tox_small_pct} %, else ∼. Significant: p < {alpha}, unadjusted (p-values in "
              "the detail table)."),
-             ("Label-only SFT and Toxicity-reg. SFT (App. K.2 baselines) are not implemented in this project: paper "
-             "marks only.")]
+             ("Label-only SFT and Toxicity-reg. SFT (App. K.2) are notebook 06's arms against M0, trained on Stage I's "
+              "items with Stage I's hyperparameters; 'not run' where `baselines` switches an arm off.")]
     return notes

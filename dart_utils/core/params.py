@@ -243,6 +243,13 @@ class RepairParams(_Section):
     uniform_ablation: bool = Field(description="also train with uniform weights (Table 30)")
 
 
+class BaselinesParams(_Section):
+    label_only: bool = Field(description="train and evaluate label-only SFT (App. K.2)")
+    label_only_target: str = Field(description="the label-only completion; must contain {label} (YES / NO)")
+    tox_reg: bool = Field(description="train and evaluate toxicity-regularised SFT (App. K.2.1)")
+    tox_reg_lambda: NonNegFloat = Field(description="λ of L = L_CE + λ·L_tox")
+
+
 class ExternalParams(_Section):
     dir: str = Field(description="external safety suites (JSONL); relative paths are from the project root")
     dir_env: str = Field(description="environment variable that, when set, overrides dir")
@@ -364,6 +371,7 @@ class Params(_Section):
     harm: HarmParams
     audit: AuditParams
     repair: RepairParams
+    baselines: BaselinesParams
     external: ExternalParams
     policy: PolicyParams
     statistics: StatisticsParams

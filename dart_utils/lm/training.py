@@ -280,7 +280,9 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
                init_adapter: Path | None = None, log: Callable[[str], Any] = print, system_role: bool = True,
                gradient_checkpointing: bool | None = None, keep_adapter: bool = False,
                fused_loss: bool | None = None, callbacks: list | None = None,
-               launched: tuple[str, Path | None] | None = None) -> TrainResult:
+               launched: tuple[str, Path | None] | None = None,
+               extend_trainer: Callable[[type], type] | None = None,
+               extend_key: dict | None = None) -> TrainResult:
     """Train a LoRA adapter on ``train`` (conversational prompt-completion) and save it to ``output_dir/adapter``.
 
     ``init_adapter``: continue training a saved adapter (Stage III from Stage I) with a fresh optimizer and schedule;
@@ -295,6 +297,8 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     before training again. Output files: ``adapter/`` (adapter + tokenizer), ``train_log.json``,
     ``train_fingerprint.txt`` (written last). ``callbacks``: more ``TrainerCallback``s; they must not change
     training (e.g. a probe that measures the model under no_grad), since they are not in the fingerprint.
+    ``extend_trainer`` (see ``build_trainer``) changes the loss, so it needs ``extend_key``: a JSON-able description
+    of everything the extension depends on (e.g. λ and the scorer), which joins the fingerprint.
 
     ``tp.launcher == "accelerate"``: the run is handed to ``launch.launch_training`` (``accelerate launch`` with
     ``tp.accelerate_config``); it writes the same files, read back here. ``launched`` is set only inside that launched
@@ -311,8 +315,14 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     output_dir = Path(output_dir)
     adapter_dir = output_dir / ADAPTER
     init_adapter = Path(init_adapter) if init_adapter is not None else None
+    if extend_trainer is not None and not extend_key:
+        raise ValueError("train_lora(extend_trainer=...) needs extend_key= (what the extension's loss depends on), "
+                         "so that a changed extension retrains instead of reusing the adapter")
+    if extend_trainer is not None and tp.launcher == "accelerate" and not launched:
+        raise ValueError("training.launcher 'accelerate' cannot carry extend_trainer into the launched processes; "
+                         "use launcher: inprocess for this run")
     fp = launched[0] if launched else fingerprint(model, tokenizer, train, tp, seed, eval_dataset, init_adapter,
-                                                  system_role)
+                                                  system_role, extra={"extend": extend_key} if extend_key else None)
     fp_file = output_dir / FINGERPRINT_FILE
     if not launched and adapter_dir.is_dir() and fp_file.is_file() and fp_file.read_text().strip() == fp \
             and (output_dir / LOG_FILE).is_file():
@@ -357,7 +367,7 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
     try:
         trainer = build_trainer(model, tokenizer, train, tp, output_dir, seed, eval_dataset, init_adapter,
                                 system_role, gradient_checkpointing, callbacks=[_Log(), *(callbacks or [])],
-                                fused_loss=fused_loss)
+                                fused_loss=fused_loss, extend_trainer=extend_trainer)
         args = trainer.args
         precision = "bf16" if args.bf16 else "fp32"
         accumulation = args.gradient_accumulation_steps
@@ -395,7 +405,7 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
             "fingerprint": fp, "log_history": trainer.state.log_history, "wall_time_s": wall,
             "global_step": out.global_step, "train_loss": out.training_loss,
             "seconds_per_step": wall / max(out.global_step, 1),
-            "training": tp.model_dump(mode="json"), "seed": seed, "precision": precision,
+            "training": tp.model_dump(mode="json"), "seed": seed, "precision": precision, "extend": extend_key,
             "gradient_accumulation_steps": accumulation, "processes": args.world_size,
             "resumed_from": resume.name if resume else None,   # wall_time_s then covers the resumed part only "gradient_checkpointing": bool(args.activation_checkpointing),
             "fused_loss": trainer.use_fused_loss,
