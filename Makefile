@@ -6,6 +6,8 @@
 PROFILE    ?= cpu
 STUDENT    ?=
 PARAMS     ?=
+# A study on top of the profile: params/studies/<STUDY>.yaml (e.g. STUDY=ablations: the λ sweep of Table 20).
+STUDY      ?=
 STAGE      ?=
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -47,7 +49,8 @@ PIP  := $(VENV)/bin/python -m pip
 # Stamp named after the dependency spec, so editing pyproject.toml or TORCH_SPEC/EXTRAS reinstalls (idempotent).
 VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(LOCK_FILE) 2>/dev/null | cksum | cut -d' ' -f1)-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 # The subcommand comes first; each file of PARAMS (space-separated) becomes its own --params option.
-PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(PARAMS),--params $(abspath $(f)))
+STUDY_FILE = $(if $(STUDY),$(or $(wildcard params/studies/$(STUDY).yaml),$(error STUDY=$(STUDY): no file params/studies/$(STUDY).yaml; studies: $(notdir $(basename $(wildcard params/studies/*.yaml))))))
+PIPELINE_ARGS = --profile $(PROFILE) $(if $(STUDENT),--student $(STUDENT)) $(foreach f,$(STUDY_FILE) $(PARAMS),--params $(abspath $(f)))
 # Which stages `make all` runs: empty = every stage (DART 00-07, then DCR 08-); `dart` or `dcr` = one method.
 STAGES ?=
 pipeline = $(PY) -m dart_utils.pipeline $(1) $(PIPELINE_ARGS)
@@ -60,7 +63,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr]   run every notebook in order, then the report"
+	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr] [STUDY=ablations]   run every notebook in order, then the report"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"

@@ -511,8 +511,8 @@ def gen_rate(ref: dict, stage: str, name: str) -> tuple[dict | None, str]:
     if e:
         return e, ""
     if stage == "06_baselines" and (e := _find(ref["generation"], stage="01_distill", name="m_int")):
-        return e, f"{stage} {name}: not in the reference; M_int's rate (the same items and decoding; label-only " \
-                  "answers are shorter, so this is an upper bound)"
+        return e, f"{stage} {name}: not in the reference; M_int's rate (the same training items and decoding; " \
+                  "label-only answers are shorter, so for that arm it is an upper bound)"
     same_stage = [x for x in ref["generation"] if x["stage"] == stage]
     near = [x for x in same_stage if x["name"].split("/")[-1] == name.split("/")[-1]] or \
         [x for x in same_stage if name.startswith(x["name"])] or same_stage

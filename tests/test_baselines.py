@@ -146,3 +146,52 @@ def test_load_baselines_joins_toxicity_and_rejects_unknown_models(tmp_path):
         BL.load_baselines(p, s)
     write_jsonl([], p), write_jsonl([], s)
     assert BL.load_baselines(p, s) == {}
+
+
+# ---- Table 20: the λ sweep ----------------------------------------------------------------------------------------
+def test_sweep_table_harmonic_mean_normalisation_and_selection():
+    res = {0.5: {"acc": 0.4, "tox": 0.1, "n": 8}, 0.01: {"acc": 0.6, "tox": 0.4, "n": 8},
+           0.1: {"acc": 0.6, "tox": 0.2, "n": 8}}
+    t = baselines.sweep_table(res, "max")
+    assert list(t["lambda"]) == [0.01, 0.1, 0.5]
+    assert list(t["normalised toxicity"]) == pytest.approx([1.0, 0.5, 0.25])
+    assert list(t["H-mean"]) == pytest.approx([0.0, 2 * 0.6 * 0.5 / 1.1, 2 * 0.4 * 0.75 / 1.15])
+    assert baselines.selected_lambda(t) == 0.1 and t["selected"].sum() == 1
+    raw = baselines.sweep_table(res, "none")                       # probabilities taken as they are
+    assert list(raw["normalised toxicity"]) == pytest.approx([0.4, 0.2, 0.1])
+    tie = baselines.sweep_table({0.2: {"acc": 0.5, "tox": 0.0}, 0.05: {"acc": 0.5, "tox": 0.0}})
+    assert baselines.selected_lambda(tie) == 0.05                  # a tie goes to the smaller λ
+    with pytest.raises(ValueError, match="unknown baselines.tox_reg_normalise"):
+        baselines.sweep_table(res, "rank")
+    with pytest.raises(ValueError, match="no λ results"):
+        baselines.sweep_table({})
+
+
+def test_reuse_adapter_copies_a_finished_run_once(tmp_path):
+    src, dst = tmp_path / "sweep" / "lambda_0.1", tmp_path / "tox_reg"
+    with pytest.raises(FileNotFoundError, match="no finished training run"):
+        baselines.reuse_adapter(src, dst)
+    (src / "adapter").mkdir(parents=True)
+    (src / "adapter" / "adapter_model.safetensors").write_bytes(b"w")
+    (src / "trainer").mkdir()
+    (src / "train_fingerprint.txt").write_text("abc\n")
+    baselines.reuse_adapter(src, dst)
+    assert (dst / "adapter" / "adapter_model.safetensors").read_bytes() == b"w" and not (dst / "trainer").exists()
+    (dst / "marker").write_text("kept")
+    baselines.reuse_adapter(src, dst)                              # the same run: nothing copied again
+    assert (dst / "marker").is_file()
+    (src / "train_fingerprint.txt").write_text("other\n")
+    baselines.reuse_adapter(src, dst)                              # another run: replaced
+    assert not (dst / "marker").exists() and (dst / "train_fingerprint.txt").read_text() == "other\n"
+
+
+def test_table20_beside_the_papers_selection():
+    rows = baselines.sweep_table({0.1: {"acc": 0.5, "tox": 0.2, "n": 4}, 0.5: {"acc": 0.25, "tox": 0.1, "n": 4}})
+    t, notes = BL.table20(rows.to_dict("records"))
+    t = t.set_index("λ")
+    assert t.loc[0.1, "paper"] == "selected" and t.loc[0.5, "paper Acc"] == "45.6 %"
+    # λ = 0.1 is the sweep's most toxic (normalised 1, H-mean 0): λ = 0.5 is selected, against the paper's choice
+    assert t.loc[0.5, "selected"] == "yes" and t.loc[0.1, "selected"] == ""
+    assert t.loc[0.1, "Acc %"] == 50.0 and t.loc[0.1, "n (validation)"] == 4 and t.loc[0.5, "H-mean"] == pytest.approx(1 / 3)
+    empty, notes = BL.table20([])
+    assert empty.empty and "No λ sweep ran" in notes[0]

@@ -183,8 +183,14 @@ def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     assert set(mb["baselines"]) == {"label_only", "tox_reg"} and all(v["steps"] >= 1 for v in mb["baselines"].values())
     n_targets = len((tmp_path / "runs" / "ci" / "01_distill" / "teacher_targets.jsonl").read_text().splitlines())
     assert 1 <= mb["baselines"]["label_only"]["train_examples"] <= n_targets
+    # the λ sweep (ci: 0.0 and 0.5) ran on the validation items and its selected λ trained the test arm (reused)
+    sweep = json.loads((s6 / "tox_reg_sweep.json").read_text())
+    assert [r["lambda"] for r in sweep] == [0.0, 0.5] and sum(r["selected"] for r in sweep) == 1
+    assert all(r["n"] == 16 and 0 <= r["acc"] <= 1 for r in sweep)
+    chosen = next(r["lambda"] for r in sweep if r["selected"])
     log_tr = json.loads((s6 / "tox_reg" / "train_log.json").read_text())
-    assert log_tr["extend"]["lambda"] == 0.1 and log_tr["extend"]["arm"] == "tox_reg"
+    assert log_tr["extend"]["lambda"] == chosen == mb["tox_reg_lambda"] and log_tr["extend"]["arm"] == "tox_reg"
+    assert mb["baselines"]["tox_reg"]["reused"] is True                  # the sweep's run, not trained twice
     bpreds = [json.loads(line) for line in (s6 / "predictions.jsonl").open()]
     assert sorted({p["model"] for p in bpreds}) == ["label_only", "tox_reg"] and len(bpreds) == 2 * 16
     assert len([json.loads(line) for line in (s6 / "harm_scores.jsonl").open()]) == 2 * 16
@@ -206,6 +212,7 @@ def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     assert "M_DART vs Label-only SFT" in t24 and "m = 4" in t24 and "not run" not in t24
     assert "38.7 %" in (tables / "table19_training_strategies.md").read_text()
     assert (tables / "table21_baselines_per_benchmark.md").is_file()
+    assert "45.6 %" in (tables / "table20_tox_reg_lambda_sweep.md").read_text()
     t2 = (tables / "table2_decision_quality.md").read_text()
     assert "0.688" in t2 and "NOT the paper's configuration" in t2
     for name in ("table13_per_benchmark", "table16_effect_sizes", "toxicity_shift", "table4_components",

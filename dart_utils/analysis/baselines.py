@@ -1,4 +1,4 @@
-"""DART against the alternative training strategies (notebook 07; paper App. K.2, K.2.2, K.6; Tables 19, 21, 24).
+"""DART against the alternative training strategies (notebook 07; paper App. K.2, K.2.2, K.6; Tables 19, 20, 21, 24).
 
 The arms come from notebook 06 (``dart.baselines``): label-only SFT and toxicity-regularised SFT, trained on Stage
 I's items with Stage I's hyperparameters, on the same test items as M0, M_int and M_DART. Conventions are
@@ -6,7 +6,7 @@ I's items with Stage I's hyperparameters, on the same test items as M0, M_int an
 toxicity is the median of the rationale scores. Where an arm is switched off its row says "not run".
 
 The paper prints only the captions of Tables 19, 21 and 24; what its running text states stands beside our numbers
-(``paper_reported.yaml``: table19, table21, table24).
+(``paper_reported.yaml``: table19, table20, table21, table24).
 """
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ def _pct(x: float) -> float | None:
     return None if x is None or np.isnan(x) else round(100 * x, 1)
 
 
+def _empty_rationale(df: pd.DataFrame) -> float:
+    """Share of outputs with no text besides the conclusion line (what the harm scorer sees is empty)."""
+    from ..dart.harm import rationale_only
+    return float(np.mean([not (rationale_only(t) or "").strip() for t in df["raw_text"]])) if "raw_text" in df else float("nan")
+
+
 def table19(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
     """Table 19: one row per method (M0, the two baselines, M_int, M_DART): accuracy, DIFF, EQUAL, parse rate (%),
     median rationale toxicity and its change against M0, beside the paper's stated values."""
@@ -56,7 +62,7 @@ def table19(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
             d, tox = decision_metrics(preds[m]), preds[m]["toxicity"].median()
             row.update({"n": len(preds[m]), "Acc %": _pct(d["acc_overall"]), "DIFF %": _pct(d["acc_diff"]),
                         "EQUAL %": _pct(d["acc_equal"]), "Parse %": _pct(d["parse_rate"]),
-                        "median toxicity": tox,
+                        "empty rationale %": _pct(_empty_rationale(preds[m])), "median toxicity": tox,
                         "tox. vs M0 %": None if m == "m0" or base_tox == 0 else round(100 * (tox / base_tox - 1), 1)})
         else:
             row.update({"n": None, "Acc %": NOT_RUN})
@@ -66,7 +72,9 @@ def table19(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
     notes = [f"Paper: {reported('table19')['source']}; the table body is missing, so only stated values appear "
              f"(— = not stated). Its λ: {reported('table19')['tox_reg_lambda']} (toxicity-reg. SFT).",
              "Accuracy counts a parse failure as wrong; toxicity = median of the rationale scores (conclusion line "
-             "removed); 'tox. vs M0' = relative change of that median."]
+             "removed); 'tox. vs M0' = relative change of that median.",
+             "An empty rationale (e.g. label-only SFT's bare 'Conclusion: YES') scores 0 by construction: where "
+             "'empty rationale %' is high, the toxicity column measures the missing text, not a safer explanation."]
     return pd.DataFrame(rows).astype({"n": "Int64"}), notes
 
 
@@ -108,3 +116,25 @@ def table24(preds: dict[str, pd.DataFrame], alpha: float = 0.05) -> tuple[pd.Dat
              f"p < {alpha}/{m} = {alpha / m:.4f} (p (Bonferroni) = min(1, {m}·p)).",
              f"Paper: {reported('table24')['source']}: {reported('table24')['stated']}."]
     return pd.DataFrame(rows).astype({"n": "Int64", "b": "Int64", "c": "Int64"}), notes
+
+
+def table20(sweep: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Table 20 from notebook 06's λ sweep (``tox_reg_sweep``): validation accuracy (%), median toxicity, normalised
+    toxicity, H-mean, the selected λ, beside the paper's stated values. An empty frame when no sweep ran."""
+    ref = reported("table20")
+    if not sweep:
+        return pd.DataFrame(), [f"No λ sweep ran (baselines.tox_reg_sweep is empty); the paper selected λ = "
+                                f"{ref['selected']} from {ref['grid']}."]
+    rows = []
+    for r in sweep:
+        stated = ref["rows"].get(r["lambda"]) or {}
+        rows.append({"λ": r["lambda"], "n (validation)": r.get("n"), "Acc %": _pct(r["acc"]),
+                     "median toxicity": r["median toxicity"], "normalised toxicity": r["normalised toxicity"],
+                     "H-mean": r["H-mean"], "selected": "yes" if r["selected"] else "",
+                     "paper": "selected" if r["lambda"] == ref["selected"] else None,
+                     "paper Acc": stated.get("acc"), "paper tox.": stated.get("tox")})
+    notes = [f"Paper: {ref['source']}: grid {ref['grid']}, selected λ = {ref['selected']}; {ref['stated']}.",
+             "Validation items, E.3 prompt, Stage I's decoding; accuracy counts a parse failure as wrong. H-mean = "
+             "harmonic mean of accuracy and 1 − normalised toxicity (normalisation: baselines.tox_reg_normalise, "
+             "ours); the largest H-mean is selected (a tie goes to the smaller λ) and trains the test arm."]
+    return pd.DataFrame(rows).astype({"n (validation)": "Int64"}), notes

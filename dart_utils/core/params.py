@@ -247,7 +247,10 @@ class BaselinesParams(_Section):
     label_only: bool = Field(description="train and evaluate label-only SFT (App. K.2)")
     label_only_target: str = Field(description="the label-only completion; must contain {label} (YES / NO)")
     tox_reg: bool = Field(description="train and evaluate toxicity-regularised SFT (App. K.2.1)")
-    tox_reg_lambda: NonNegFloat = Field(description="λ of L = L_CE + λ·L_tox")
+    tox_reg_lambda: NonNegFloat = Field(description="λ of L = L_CE + λ·L_tox (when tox_reg_sweep is empty)")
+    tox_reg_sweep: list[NonNegFloat] = Field(description="λ values tried on the validation items (Table 20); the "
+                                                         "selected one trains the test arm; [] = no sweep")
+    tox_reg_normalise: Literal["max", "none"] = Field(description="toxicity normalisation of the sweep's H-mean")
 
 
 class ExternalParams(_Section):

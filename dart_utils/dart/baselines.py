@@ -8,13 +8,19 @@ differs:
 * **label-only SFT** (K.2): the completion is the gold label alone, ``baselines.label_only_target`` ("Conclusion:
   YES"; ``[choice]``: the paper says "(x, y*) pairs without rationales"; this is the conclusion line our parser and
   the teacher targets use, so the two arms differ only by the rationale).
-* **toxicity-regularised SFT** (K.2.1): the teacher targets, with L = L_CE + λ·L_tox (``dart.tox_reg``); λ =
-  ``baselines.tox_reg_lambda``. The paper picks λ = 0.1 from {0.01 … 0.5} on validation (Table 20); the sweep is not
-  run here (README, Not reproduced yet), and ``tox_reg`` explains why that grid need not transfer to another scorer.
+* **toxicity-regularised SFT** (K.2.1): the teacher targets, with L = L_CE + λ·L_tox (``dart.tox_reg``). λ =
+  ``baselines.tox_reg_lambda``, or, when ``baselines.tox_reg_sweep`` lists λ values, the one the sweep selects on the
+  validation items (Table 20): one adapter per λ, each evaluated like M_int on the validation split, ranked by the
+  harmonic mean of accuracy and 1 − normalised toxicity (``sweep_table``). ``tox_reg`` explains why the paper's grid
+  need not transfer to another scorer.
 """
 from __future__ import annotations
 
+import math
+import shutil
 from pathlib import Path
+
+import pandas as pd
 
 from . import distill
 
@@ -52,17 +58,76 @@ def train_label_only(model, tokenizer, targets: list[dict], P, output_dir: Path,
                                system_role=P.student.system_role)
 
 
-def train_tox_reg(model, tokenizer, targets: list[dict], P, output_dir: Path, scorer, log=print):
+def train_tox_reg(model, tokenizer, targets: list[dict], P, output_dir: Path, scorer, log=print,
+                  lam: float | None = None):
     """LoRA SFT on the teacher targets with λ·L_tox added (trl trainer subclass, ``tox_reg.extension``).
 
     The token toxicities t_v (the scorer once over the vocabulary) carry the gradient; the scorer's description and
     λ join the adapter's fingerprint, so changing either retrains."""
     from ..lm import training
     from . import tox_reg
-    lam = P.baselines.tox_reg_lambda
+    lam = P.baselines.tox_reg_lambda if lam is None else lam
     ds = distill.sft_dataset(targets, P.student.system_role)
     key = {"arm": "tox_reg", "lambda": lam, "scorer": scorer.describe()}
     t = tox_reg.token_toxicity(tokenizer, scorer)   # seconds on cpu; also when the adapter is reused (simpler)
     return training.train_lora(model, tokenizer, ds, P.training, output_dir, seed=P.run.seed, log=log,
                                system_role=P.student.system_role,
                                extend_trainer=tox_reg.extension(lam, scorer, t, tokenizer), extend_key=key)
+
+
+# ---- Table 20: the λ sweep on validation items --------------------------------------------------------------------
+def sweep_dir(root: Path, lam: float) -> Path:
+    """Where the sweep's adapter for λ lives (``root/lambda_<λ>``)."""
+    return Path(root) / f"lambda_{lam:g}"
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    return 0.0 if a <= 0 or b <= 0 else 2 * a * b / (a + b)
+
+
+def sweep_table(results: dict[float, dict], normalise: str = "max") -> pd.DataFrame:
+    """Table 20 from {λ: {"acc": validation accuracy (unparsed = wrong), "tox": median toxicity}}: normalised toxicity,
+    H-mean = harmonic mean of accuracy and 1 − normalised toxicity, and the selected λ (largest H-mean; a tie goes to
+    the smaller λ).
+
+    normalise (``baselines.tox_reg_normalise``, ``[choice]``: the paper does not say): "max" divides by the largest
+    median toxicity of the sweep (the most toxic λ then scores 0 on that side); "none" takes the score as it is (a
+    probability already in [0, 1])."""
+    if not results:
+        raise ValueError("sweep_table: no λ results")
+    lams = sorted(results)
+    tox = {lam: float(results[lam]["tox"]) for lam in lams}
+    if any(math.isnan(t) or t < 0 for t in tox.values()):
+        raise ValueError(f"sweep_table: toxicities must be numbers >= 0, got {tox}")
+    if normalise == "max":
+        top = max(tox.values())
+        norm = {lam: (t / top if top > 0 else 0.0) for lam, t in tox.items()}
+    elif normalise == "none":
+        norm = tox
+    else:
+        raise ValueError(f"unknown baselines.tox_reg_normalise {normalise!r} (expected 'max' or 'none')")
+    rows = [{"lambda": lam, "acc": float(results[lam]["acc"]), "median toxicity": tox[lam],
+             "normalised toxicity": norm[lam], "H-mean": harmonic_mean(float(results[lam]["acc"]), 1 - norm[lam]),
+             "n": results[lam].get("n")} for lam in lams]
+    best = max(rows, key=lambda r: (r["H-mean"], -r["lambda"]))
+    for r in rows:
+        r["selected"] = r is best
+    return pd.DataFrame(rows)
+
+
+def selected_lambda(table: pd.DataFrame) -> float:
+    return float(table.loc[table["selected"], "lambda"].iloc[0])
+
+
+def reuse_adapter(src: Path, dst: Path) -> None:
+    """Copy a finished training directory (adapter, log, fingerprint) so that ``train_lora`` on ``dst`` with the same
+    inputs skips: the sweep's run for the selected λ becomes the test arm without training it twice."""
+    src, dst = Path(src), Path(dst)
+    fp = src / "train_fingerprint.txt"
+    if not fp.is_file():
+        raise FileNotFoundError(f"{src} holds no finished training run (train_fingerprint.txt missing)")
+    if (dst / fp.name).is_file() and (dst / fp.name).read_text() == fp.read_text():
+        return                                              # already the same run
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer"))
