@@ -183,9 +183,10 @@ def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
     assert set(mb["baselines"]) == {"label_only", "tox_reg"} and all(v["steps"] >= 1 for v in mb["baselines"].values())
     n_targets = len((tmp_path / "runs" / "ci" / "01_distill" / "teacher_targets.jsonl").read_text().splitlines())
     assert 1 <= mb["baselines"]["label_only"]["train_examples"] <= n_targets
-    # the λ sweep (ci: 0.0 and 0.5) ran on the validation items and its selected λ trained the test arm (reused)
+    # the λ sweep (ci: one value, 0.5) ran on the validation items and its selected λ is the test arm (reused);
+    # the selection among several λ is tested in test_baselines.py
     sweep = json.loads((s6 / "tox_reg_sweep.json").read_text())
-    assert [r["lambda"] for r in sweep] == [0.0, 0.5] and sum(r["selected"] for r in sweep) == 1
+    assert [r["lambda"] for r in sweep] == [0.5] and sum(r["selected"] for r in sweep) == 1
     assert all(r["n"] == 16 and 0 <= r["acc"] <= 1 for r in sweep)
     chosen = next(r["lambda"] for r in sweep if r["selected"])
     log_tr = json.loads((s6 / "tox_reg" / "train_log.json").read_text())
