@@ -27,9 +27,9 @@ The paper does not say what carries the gradient through a text classifier. Ours
 λ is applied to the mean over the effective batch: each micro-batch's term is divided by the gradient
 accumulation steps, as transformers does for the cross-entropy. The CE term is trl's completion-only loss, unchanged.
 
-Not built yet (issue 14): the λ sweep on validation items (Table 20), the training arm in a notebook, and its
-fingerprint in ``train_lora``. Today the trainer comes from ``training.build_trainer(...,
-extend_trainer=tox_reg.extension(...))``.
+Used by notebook 06 through ``dart.baselines.train_tox_reg``: ``training.train_lora(..., extend_trainer=extension(...),
+extend_key={λ, scorer})``, so λ and the scorer join the adapter's fingerprint; the λ sweep (Table 20) is
+``baselines.sweep_table``.
 """
 from __future__ import annotations
 
