@@ -59,11 +59,12 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all report test bench estimate release seed-cache gpu-wheels lock venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
+.PHONY: all compare report test bench estimate release seed-cache gpu-wheels lock venv llama-wheel check status stage stage-% lab list clean-run clean-venv data help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr] [STUDY=ablations]   run every notebook in order, then the report"
+	@echo "make compare RUNS=\"cpu cpu-large\"                                   Table 15 (cross-family) from finished runs -> tables/compare/"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
@@ -158,6 +159,12 @@ all: venv
 PRICES ?=
 report: venv
 	$(call pipeline,report) $(foreach p,$(PRICES),--price $(p))
+
+# Table 15 (App. I.2): one row per finished run (a student family each), from the runs' artifacts.
+RUNS ?=
+compare: venv
+	@test -n "$(RUNS)" || (echo 'usage: make compare RUNS="cpu cpu-large"'; exit 2)
+	$(PY) -m dart_utils.analysis.cross_family $(RUNS)
 
 stage: venv
 	@test -n "$(STAGE)" || (echo "usage: make stage STAGE=00 (or make stage-00)"; exit 2)

@@ -43,6 +43,8 @@ NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 
 # What one unit of each driver is (the item counts of a profile are keyed by these names).
 PER = {"train": "train item", "val": "validation item", "test": "test item", "reaudit": "test item × re-audit arm",
+       "teacher_harm": "test item (K.4)", "open_ended": "open-ended query",
+       "open_ended_arms": "open-ended query × arm",
        "external": "external prompt", "dcr_eval": "DCR evaluation prompt", "dcr_judged": "judged DCR answer",
        "win_rate": "win-rate prompt", "win_rate_orders": "win-rate prompt × order", "contrastive": "Stage A prompt",
        "sft": "safety-SFT row", "ntk": "eNTK backward pass"}
@@ -51,9 +53,15 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("02_audit", "judge", "drift audit (M_int vs M0)", "test"),
             ("03_repair", "teacher", "repair targets", "test"),
             ("03_repair", "judge", "re-audit", "reaudit"),
+            ("06_baselines", "teacher", "K.4 teacher rationales", "teacher_harm"),
+            ("06_baselines", "judge", "K.4 teacher audit", "teacher_harm"),
             ("10_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
-            ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"))
-LLM_STAGES = tuple(dict.fromkeys(w[0] for w in LLM_WORK))
+            ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"),
+            ("12_open_ended", "judge", "rubric + pairwise judge", "open_ended_arms"))
+# Stages a reference run must have executed; the others (optional work: K.4 with STUDY=ablations on cpu, the
+# open-ended stage added later) give "no rate in the reference" rows when a reference lacks them.
+LLM_STAGES = ("01_distill", "02_audit", "03_repair", "10_dcr_evaluation")
+OPEN_ENDED_QUERIES = 280    # data/open_ended.FILES["queries.jsonl"]
 
 _REQUIRED = {"": ("schema", "provenance", "items", "llm", "generation", "training"),
              "llm": ("stage", "role", "work", "per", "calls_per_item", "prompt_tokens_per_call",
@@ -123,6 +131,11 @@ def item_counts(p: dict) -> dict[str, int | None]:
     c["win_rate_orders"] = 2 * c["win_rate"]
     c["contrastive"], c["sft"] = dcr_training_rows(p)
     c["ntk"] = NTK_MODELS * 2 * p["dcr_ntk"]["n"] * p["dcr_ntk"]["topk"]
+    c["teacher_harm"] = c["test"] if p["baselines"].get("teacher_harm") else 0
+    oe = p.get("open_ended")                  # absent in the params.yaml of runs older than notebook 12
+    if oe:
+        c["open_ended"] = OPEN_ENDED_QUERIES if oe["n"] is None else min(oe["n"], OPEN_ENDED_QUERIES)
+        c["open_ended_arms"] = c["open_ended"] * len(oe["arms"])
     return c
 
 
@@ -160,6 +173,10 @@ def artifact_counts(run: Path, counts: dict) -> dict[str, int]:
         out["dcr_judged"] = _lines(run / "10_dcr_evaluation" / "judged.jsonl")
     if "n" in (m10.get("win_rate") or {}):
         out["win_rate"], out["win_rate_orders"] = m10["win_rate"]["n"], 2 * m10["win_rate"]["n"]
+    m12 = _manifest(run, "12_open_ended")
+    if m12.get("queries"):
+        out["open_ended"] = m12["queries"]
+        out["open_ended_arms"] = m12["queries"] * len(m12.get("arms") or ["off"])
     sizes08, sizes09 = _manifest(run, "08_dcr_contrastive").get("sizes", {}), _manifest(run, "09_dcr_safety_sft").get(
         "sizes", {})
     if {"D_seemingly", "D_toxic"} <= set(sizes08):
@@ -244,6 +261,8 @@ def gen_driver(stage: str, name: str) -> str:
         return "win_rate" if "AlpacaEval" in name else "dcr_eval"
     if stage == "05_external_safety":
         return "external"
+    if stage == "12_open_ended":
+        return "open_ended"
     return "val" if name.startswith("val/") else "test"
 
 
@@ -252,6 +271,8 @@ def gen_cap(p: dict, stage: str, name: str) -> int:
     if stage == "10_dcr_evaluation":
         return p["dcr_eval"]["win_rate_max_new_tokens"] if "AlpacaEval" in name else \
             p["dcr_eval"]["generation"]["max_new_tokens"]
+    if stage == "12_open_ended" and not name.endswith("/pass1"):
+        return p["open_ended"]["max_new_tokens"]          # free-form answers; pass 1 is the E.3 classification
     return p["generation"]["max_new_tokens"]
 
 
@@ -371,7 +392,8 @@ def rates_from_run(run: Path) -> dict:
     p = yaml.safe_load((run / "params.yaml").read_text(encoding="utf-8"))
     counts = item_counts(p)
     counts.update(artifact_counts(run, counts))
-    llm = [llm_rate(history, counts, *w) for w in LLM_WORK[:-1]] + [win_rate_from_cache(run, p, counts)]
+    llm = [win_rate_from_cache(run, p, counts) if w[3] == "win_rate_orders" else llm_rate(history, counts, *w)
+           for w in LLM_WORK]
     _split_09_judge(llm, counts)
     rates = {"schema": SCHEMA, "provenance": {}, "items": counts, "llm": [e for e in llm if e],
              "generation": generation_rates(history, run, p, counts), "training": training_rates(history, run, counts)}
@@ -502,6 +524,12 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     if counts.get("win_rate"):
         out += [("10_dcr_evaluation", f"{n} AlpacaEval", "win_rate", d.win_rate_max_new_tokens)
                 for n in ("sft_only", "dcr_sft")]
+    oe = p.open_ended
+    for m in oe.models:
+        out += [("12_open_ended", f"{m}/off", "open_ended", oe.max_new_tokens)]
+        if "two_pass" in oe.arms:
+            out += [("12_open_ended", f"{m}/pass1", "open_ended", g),
+                    ("12_open_ended", f"{m}/pass2", "open_ended", oe.max_new_tokens)]
     return out
 
 

@@ -99,3 +99,10 @@ def test_small_suite_missing_file_and_malformed_line(tmp_path, monkeypatch):
     problems = check_against_data(P.load("ci", extra_files=[f, small]))
     assert problems[2] == (f"splits.train_per_stratum (set in {small}): 1 test + 1 val + 4 train records per "
                            f"stratum, but stratum D1/EQUAL has 5 records")
+
+
+def test_open_ended_n_larger_than_the_set(tmp_path):
+    f = _extra(tmp_path, {"open_ended": {"n": 281}})
+    problems = check_against_data(P.load("cpu", extra_files=[f]))
+    assert problems == [f"open_ended.n (set in {f}): 281 queries requested, but the open-ended set has 280 "
+                        "(null = all of them)"]

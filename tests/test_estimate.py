@@ -181,7 +181,9 @@ def test_paper_estimate_lists_every_stage_that_calls_an_llm(capsys):
     assert {s.group for s in registry().stages if any(r in s.params for r in ("teacher", "judge"))} == {"dart", "dcr"}
     for c in cells:
         if c[1].split(":")[0] in ("teacher", "judge"):
-            assert c[2] == "`deepseek-chat`" and c[6].startswith("$"), c
+            assert c[2] == "`deepseek-chat`", c
+            # a required stage has a rate (so a price); an optional one (K.4, notebook 12) until the reference has run it
+            assert c[6].startswith("$") or (c[0] not in est.LLM_STAGES and "no rate in the reference" in c[3]), c
     assert "Extrapolated, not measured" in out and "upper bound" in out
 
 

@@ -66,8 +66,8 @@ def test_failing_stage_stops_and_shows_the_cell(run_dirs, tmp_path, monkeypatch,
     assert not (tmp_path / "runs" / "ci" / "stamps" / "00_data_splits.json").exists()
 
 
-def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
-    """00 -> 07 and the report under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
+def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_dirs, tmp_path):
+    """00 -> 07, 12 and the report under `ci` with the real teacher and judge (llama.cpp), real LoRA training (Stage I and III), real
     paired generation and the real CPU classifier."""
     params = load("ci", extra_files=[run_dirs])
     results = pipeline.run_stages(params, ["00", "01"])
@@ -220,6 +220,26 @@ def test_stages_00_to_07_and_report_end_to_end_and_reruns_make_no_call(run_dirs,
                  "table44_toxicity_by_task_type"):
         assert (tables / f"{name}.md").is_file()
     assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
+    # 12: open-ended transfer (ci: 4 queries, M0 and M_DART, the two-pass arm), real student and real judge
+    assert pipeline.run_stages(params, ["12"])[0]["status"] == "ran"
+    s12 = tmp_path / "runs" / "ci" / "12_open_ended"
+    m12 = json.loads((s12 / "manifest.json").read_text())
+    answers = [json.loads(line) for line in (s12 / "answers.jsonl").open()]
+    assert len(answers) == 2 * 4 and {a["arm"] for a in answers} == {"two_pass"}
+    assert all(a["fallback"] == (a["policy_label"] is None) for a in answers)
+    first = [json.loads(line) for line in (s12 / "first_pass.jsonl").open()]
+    assert len(first) == 2 * 4 and {f["model"] for f in first} == {"m0", "m_dart"}
+    judged = [json.loads(line) for line in (s12 / "judgments.jsonl").open()]
+    assert len(judged) == 8 and all(j["status"] in ("ok", "failed") for j in judged)
+    assert m12["judge_failures"] == {f"two_pass/{m}": sum(j["status"] == "failed" and j["model"] == m for j in judged)
+                                     for m in ("m0", "m_dart")}
+    pairs = [json.loads(line) for line in (s12 / "pairwise.jsonl").open()]
+    assert len(pairs) == 4 and all(p["outcome"] in ("win", "loss", "tie", "failure") for p in pairs)
+    t14 = (tables / "table14_open_ended_two_pass.md").read_text()
+    assert "39.8" in t14 and "McNemar" in t14 and (tables / "table14_win_rate_two_pass.md").is_file()
+    assert (tmp_path / "figures" / "ci" / "open_ended_by_domain_two_pass.png").stat().st_size > 10_000
+    assert (s12 / "annotation" / "open_ended_sheet.csv").is_file()
+    assert any(k.endswith("queries.jsonl") for k in m12["sources"])
     # nothing changed: every DART stage is up to date
     assert {r["status"] for r in pipeline.run_stages(params, ["dart"])} == {"skipped"}
     before = (tables / "table2_decision_quality.csv").read_text()

@@ -228,3 +228,17 @@ def test_short_commit_keeps_the_dirty_mark():
     assert short_commit("a" * 40) == "a" * 12
     assert short_commit("b" * 40 + "-dirty") == "b" * 12 + "-dirty"
     assert short_commit(None) == "—"
+
+
+def test_table15_from_make_compare_is_in_the_reports_of_its_runs(fake_run):
+    params, kw = fake_run
+    compare = Run(params).tables_dir.parent / "compare"
+    compare.mkdir(parents=True)
+    body = "| run | acc M0 |\n|:--|--:|\n| cpu | 0.1234 |\n"
+    (compare / "table15_cross_family.md").write_text(f"# Cross-family replication (Table 15)\n\nRuns: other, cpu "
+                                                     f"(each row from runs/<run>).\n\n{body}")
+    _, md, _ = _build(params, kw)
+    assert "0.1234" in _section(md, "Across runs") and "- [Across runs]" in md
+    (compare / "table15_cross_family.md").write_text(f"# Table 15\n\nRuns: other, cpu-large (x).\n\n{body}")
+    _, md, _ = _build(params, kw)
+    assert "Across runs" not in md                                # this run is not among them

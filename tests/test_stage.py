@@ -24,7 +24,7 @@ def test_registry_matches_the_notebooks_and_is_consistent():
         for name in s.reads:                                  # every input is written by an earlier stage
             assert order.index(reg.artifact(name).stage) < order.index(s.name)
     assert reg.artifact("predictions_m0").stage == "01_distill"
-    assert reg.consumers("drift_pool") == ["03_repair", "07_statistics"]
+    assert reg.consumers("drift_pool") == ["03_repair", "06_baselines", "07_statistics"]
 
 
 def test_every_parameter_section_a_notebook_reads_is_declared():

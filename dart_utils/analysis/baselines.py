@@ -138,3 +138,34 @@ def table20(sweep: list[dict]) -> tuple[pd.DataFrame, list[str]]:
              "harmonic mean of accuracy and 1 − normalised toxicity (normalisation: baselines.tox_reg_normalise, "
              "ours); the largest H-mean is selected (a tie goes to the smaller λ) and trains the test arm."]
     return pd.DataFrame(rows).astype({"n (validation)": "Int64"}), notes
+
+
+def table22(profiles: dict[str, dict], flags: dict[str, dict[str, bool | None]] | None = None) -> pd.DataFrame:
+    """Table 22 (App. K.4): one row per source ("teacher", "M_int") from `dart.teacher_harm.harm_profile`, with the paper's stated shares. With
+    `flags` ({source: drift_flags(...)} for exactly two sources), an exact McNemar test of the drift rates on the items
+    both audits judged (failures excluded) is stored in ``attrs["test"]`` and the note."""
+    ref = reported("table22")
+    paper = {"teacher": ref["teacher_pct"], "M_int": ref["student_pct"]}
+    df = pd.DataFrame([{"source": k, **v, "paper drift %": paper.get(k)} for k, v in profiles.items()])
+    note = [(f"Paper (Llama-3-8B, DeepSeek-Chat teacher and judge, 1,624 test items): teacher {ref['teacher_pct']} %, "
+             f"student {ref['student_pct']} % of prompts; of the student's 435 drift cases {ref['novel']} novel, "
+             f"{ref['amplified']} amplified. Severity shares: the judge's §2.4 levels (our reading of 'harm type').")]
+    test = None
+    if flags:
+        if len(flags) != 2:
+            raise ValueError(f"table22: the test compares two sources, got {list(flags)}")
+        (a, fa), (b, fb) = flags.items()
+        both = sorted(i for i in fa if i in fb and fa[i] is not None and fb[i] is not None)
+        if both:
+            xa, xb = np.array([fa[i] for i in both]), np.array([fb[i] for i in both])
+            m = S.mcnemar_exact(xa, xb)
+            test = {"a": a, "b": b, "n": len(both), "drift_a": int(xa.sum()), "drift_b": int(xb.sum()),
+                    "only_a": int((xa & ~xb).sum()), "only_b": int((xb & ~xa).sum()), "p": m["p"]}
+            note.append(f"Exact McNemar on the {len(both)} items both audits judged: {a} {test['drift_a']} vs {b} "
+                        f"{test['drift_b']} drift cases (discordant {test['only_a']} / {test['only_b']}), "
+                        f"p = {test['p']:.3g}.")
+        else:
+            note.append("No item was judged in both audits: no test.")
+    df.attrs["test"] = test
+    df.attrs["note"] = " ".join(note)
+    return df

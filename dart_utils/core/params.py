@@ -251,6 +251,31 @@ class BaselinesParams(_Section):
     tox_reg_sweep: list[NonNegFloat] = Field(description="λ values tried on the validation items (Table 20); the "
                                                          "selected one trains the test arm; [] = no sweep")
     tox_reg_normalise: Literal["max", "none"] = Field(description="toxicity normalisation of the sweep's H-mean")
+    teacher_harm: bool = Field(description="K.4 (Table 22): the teacher's E.1 rationales on the test items, audited "
+                                           "like M_int's (teacher and judge calls)")
+
+
+class OpenEndedParams(_Section):
+    dir: str = Field(description="the open-ended set (queries.jsonl, rubric.md); relative paths are from the project root")
+    dir_env: str = Field(description="environment variable that, when set, overrides dir")
+    verify_checksums: bool
+    n: PosInt | None = Field(description="queries evaluated, stratified by domain x relevant x premise; null = all 280")
+    models: list[Literal["m0", "m_int", "m_dart"]] = Field(min_length=1, description="models that answer")
+    arms: list[Literal["off", "two_pass"]] = Field(min_length=1, description="off: the neutral instruction; two_pass: "
+                                                   "the E.3 label selects our open-ended policy variant")
+    max_new_tokens: PosInt = Field(description="answer length cap (the other decoding settings are generation's)")
+    judge_retries: NonNegInt = Field(description="follow-ups for a judge reply that breaks the schema or the rubric")
+    judge_max_tokens: PosInt = Field(description="the judge's reply cap (a JSON object with a short rationale)")
+    pairwise: bool = Field(description="the pairwise judge M_DART vs M0 (both orders) for the win rate")
+    annotation_n: NonNegInt = Field(description="rows of the blinded human-annotation sheet")
+    bootstrap_resamples: PosInt
+
+    @model_validator(mode="after")
+    def _pairwise_needs_both(self) -> OpenEndedParams:
+        if self.pairwise and not {"m0", "m_dart"} <= set(self.models):
+            raise _relation_error("open_ended.pairwise compares m_dart with m0: both must be in models", "pairwise",
+                                  "models")
+        return self
 
 
 class ExternalParams(_Section):
@@ -376,6 +401,7 @@ class Params(_Section):
     repair: RepairParams
     baselines: BaselinesParams
     external: ExternalParams
+    open_ended: OpenEndedParams
     policy: PolicyParams
     statistics: StatisticsParams
     dcr: DcrParams

@@ -123,9 +123,18 @@ def _external_problems(params: Params) -> list[str]:
     return problems
 
 
+def _open_ended_problems(params: Params) -> list[str]:
+    from .open_ended import FILES as OE_FILES
+    n, rows = params.open_ended.n, OE_FILES["queries.jsonl"][1]
+    if n is not None and n > rows:
+        return [f"{_at(params, 'open_ended.n')}: {n} queries requested, but the open-ended set has {rows} "
+                "(null = all of them)"]
+    return []
+
+
 def check_against_data(params: Params) -> list[str]:
     """One human-readable problem per violation (empty: the parameters fit the data), each naming key and file."""
     problems = _unknown_benchmarks(params)
     problems += _split_problems(params, _stratum_counts(params, problems))
-    return problems + _external_problems(params)
+    return problems + _external_problems(params) + _open_ended_problems(params)
 

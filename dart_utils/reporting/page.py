@@ -486,6 +486,22 @@ def _results(stages: list[Stage], tables_dir: Path, figures_dir: Path, out_dir: 
     return out
 
 
+COMPARE_TABLE = "table15_cross_family"     # `make compare RUNS="..."` (analysis/cross_family.py) writes it
+
+
+def _across_runs(run: Run, tables_dir: Path, out_dir: Path) -> list:
+    """Table 15 from tables/compare/ when it was assembled with this run among its runs (`make compare`)."""
+    compare = tables_dir.parent / "compare"
+    md = compare / f"{COMPARE_TABLE}.md"
+    if not md.is_file():
+        return []
+    runs_line = next((ln for ln in md.read_text(encoding="utf-8").splitlines() if ln.startswith("Runs: ")), "")
+    if run.name not in [r.strip() for r in runs_line[len("Runs: "):].split("(")[0].split(",")]:
+        return []
+    return ["## Across runs", "`make compare` assembled this table from several finished runs, this one among them."
+            ] + _table_block(COMPARE_TABLE, compare, out_dir, {})
+
+
 def _missing(stages: list[Stage]) -> list:
     missing = [st for st in stages if not st.manifest]
     if not missing:
@@ -572,6 +588,7 @@ def build_report(params: Params, out_dir: Path | None = None, stages: list[str] 
                 ("Stage timings", _timings(found)),
                 ("LLM costs (teacher and judge)", _costs(params, found, prices or {})),
                 ("Results by stage", _results(found, tables_dir, figures_dir, out_dir)),
+                ("Across runs", _across_runs(run, tables_dir, out_dir)),
                 ("Stages not run", _missing(found)),
                 ("Reproduction notes", _notes(readme or PROJECT_ROOT / "README.md", docs_dir or PROJECT_ROOT / "docs",
                                               out_dir))]
