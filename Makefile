@@ -65,6 +65,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr] [STUDY=ablations]   run every notebook in order, then the report"
 	@echo "make compare RUNS=\"cpu cpu-large\"                                   Table 15 (cross-family) from finished runs -> tables/compare/"
+	@echo "make compare RUNS=\"cpu cpu-safe cpu-short\" TABLE=safe_from_start  §3.3's safe-from-start variants (STUDY=safe_prompt / short_rationales runs)"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
@@ -160,11 +161,14 @@ PRICES ?=
 report: venv
 	$(call pipeline,report) $(foreach p,$(PRICES),--price $(p))
 
-# Table 15 (App. I.2): one row per finished run (a student family each), from the runs' artifacts.
+# Tables across finished runs, from their artifacts: Table 15 (App. I.2, a student family per run; the default) or
+# TABLE=safe_from_start (§3.3: the standard run beside STUDY=safe_prompt and STUDY=short_rationales runs).
 RUNS ?=
+TABLE ?= table15
+COMPARE_MODULE = $(if $(filter table15,$(TABLE)),cross_family,$(if $(filter safe_from_start,$(TABLE)),safe_from_start,$(error TABLE=$(TABLE): use table15 or safe_from_start)))
 compare: venv
-	@test -n "$(RUNS)" || (echo 'usage: make compare RUNS="cpu cpu-large"'; exit 2)
-	$(PY) -m dart_utils.analysis.cross_family $(RUNS)
+	@test -n "$(RUNS)" || (echo 'usage: make compare RUNS="cpu cpu-large" [TABLE=table15|safe_from_start]'; exit 2)
+	$(PY) -m dart_utils.analysis.$(COMPARE_MODULE) $(RUNS)
 
 stage: venv
 	@test -n "$(STAGE)" || (echo "usage: make stage STAGE=00 (or make stage-00)"; exit 2)

@@ -43,7 +43,9 @@ NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 
 # What one unit of each driver is (the item counts of a profile are keyed by these names).
 PER = {"train": "train item", "val": "validation item", "test": "test item", "reaudit": "test item × re-audit arm",
-       "teacher_harm": "test item (K.4)", "open_ended": "open-ended query",
+       "teacher_harm": "test item (K.4)", "teacher_06": "test item (K.4) or CV pool item outside train",
+       "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
+       "open_ended": "open-ended query",
        "open_ended_arms": "open-ended query × arm",
        "external": "external prompt", "dcr_eval": "DCR evaluation prompt", "dcr_judged": "judged DCR answer",
        "win_rate": "win-rate prompt", "win_rate_orders": "win-rate prompt × order", "contrastive": "Stage A prompt",
@@ -53,7 +55,7 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("02_audit", "judge", "drift audit (M_int vs M0)", "test"),
             ("03_repair", "teacher", "repair targets", "test"),
             ("03_repair", "judge", "re-audit", "reaudit"),
-            ("06_baselines", "teacher", "K.4 teacher rationales", "teacher_harm"),
+            ("06_baselines", "teacher", "K.4 / CV teacher targets", "teacher_06"),
             ("06_baselines", "judge", "K.4 teacher audit", "teacher_harm"),
             ("10_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
             ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"),
@@ -132,6 +134,13 @@ def item_counts(p: dict) -> dict[str, int | None]:
     c["contrastive"], c["sft"] = dcr_training_rows(p)
     c["ntk"] = NTK_MODELS * 2 * p["dcr_ntk"]["n"] * p["dcr_ntk"]["topk"]
     c["teacher_harm"] = c["test"] if p["baselines"].get("teacher_harm") else 0
+    cv = p["splits"].get("cv_folds", 0) >= 2 and p["baselines"].get("cv", False)
+    pool = p["splits"].get("cv_pool", ["train", "test"])
+    c["cv_pool"] = sum(c[s] for s in pool) if cv else 0
+    c["cv_fold_train"] = c["cv_pool"] * (p["splits"]["cv_folds"] - 1) // p["splits"]["cv_folds"] if cv else 0
+    # the teacher in 06 answers the test items for K.4 and, with the CV, every pool item outside train (shared calls)
+    c["teacher_06"] = sum(c[s] for s in ("val", "test")
+                          if (s == "test" and c["teacher_harm"]) or (cv and s in pool))
     oe = p.get("open_ended")                  # absent in the params.yaml of runs older than notebook 12
     if oe:
         c["open_ended"] = OPEN_ENDED_QUERIES if oe["n"] is None else min(oe["n"], OPEN_ENDED_QUERIES)
@@ -520,6 +529,8 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     if counts.get("external"):
         out += [("05_external_safety", n, "external", g) for n in ("m0", "m_dart")]
     out += [("06_baselines", arm, "test", g) for arm in ("label_only", "tox_reg") if getattr(p.baselines, arm)]
+    if counts.get("cv_pool"):
+        out += [("06_baselines", "CV folds (M_int per held-out fold)", "cv_pool", g)]
     out += [("10_dcr_evaluation", n, "dcr_eval", d.generation.max_new_tokens) for n in DCR_MODELS]
     if counts.get("win_rate"):
         out += [("10_dcr_evaluation", f"{n} AlpacaEval", "win_rate", d.win_rate_max_new_tokens)
@@ -539,8 +550,9 @@ def gen_rate(ref: dict, stage: str, name: str) -> tuple[dict | None, str]:
     if e:
         return e, ""
     if stage == "06_baselines" and (e := _find(ref["generation"], stage="01_distill", name="m_int")):
-        return e, f"{stage} {name}: not in the reference; M_int's rate (the same training items and decoding; " \
-                  "label-only answers are shorter, so for that arm it is an upper bound)"
+        why = ("label-only answers are shorter, so it is an upper bound" if name == "label_only" else
+               "each fold's M_int is a Stage I model" if name.startswith("CV") else "the same training items")
+        return e, f"{stage} {name}: not in the reference; M_int's rate (the same decoding; {why})"
     same_stage = [x for x in ref["generation"] if x["stage"] == stage]
     near = [x for x in same_stage if x["name"].split("/")[-1] == name.split("/")[-1]] or \
         [x for x in same_stage if name.startswith(x["name"])] or same_stage
@@ -593,6 +605,10 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
             *[("06_baselines", label, "train", (t.batch_size, t.per_device_batch_size, t.epochs), 1)
               for arm, label in (("label_only", "label-only SFT"), ("tox_reg", "toxicity-reg. SFT"))
               if getattr(p.baselines, arm)],
+            # each fold trains on (k−1)/k of the pool, at Stage I's share of accepted targets (training_rows)
+            *([("06_baselines", "CV Stage I per fold", "cv_fold_train",
+                (t.batch_size, t.per_device_batch_size, t.epochs), p.splits.cv_folds)]
+              if p.baselines.cv and p.splits.cv_folds >= 2 else []),
             ("08_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),
             ("09_dcr_safety_sft", "safety SFT", "sft", (s.batch_size, s.per_device_batch_size, s.epochs), 2)]
 
@@ -603,6 +619,8 @@ def training_rows(p: Params, ref: dict, counts: dict, gpu_sps: float | None) -> 
         e = _find(ref["training"], stage=stage) or (_find(ref["training"], stage="01_distill")
                                                      if stage == "06_baselines" else None)   # Stage I's items
         rates = (e or {}).get("examples") or {driver: 1.0}
+        if driver == "cv_fold_train":          # a fold's items at Stage I's examples-per-train-item rate
+            rates = {driver: (e or {}).get("examples", {}).get("train", 1.0)}
         if e is None and driver in ("train", "test"):
             notes.append(f"{stage}: no training rate in the reference; every train item counted as an example "
                          "(an upper bound)")

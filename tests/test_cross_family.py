@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from dart_utils.analysis import cross_family
+from dart_utils.analysis import cross_family, safe_from_start
 from dart_utils.core.stage import registry
 
 
@@ -49,3 +49,21 @@ def test_table15_rows_from_runs(tmp_path):
     assert cross_family.main(["nope", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(ValueError, match="at least one run"):
         cross_family.table15([])
+
+
+def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
+    for run, variant, n_drift in (("cpu", None, 4), ("cpu-safe", "safe", 2)):
+        root = tmp_path / run
+        _write(root, "predictions_m0", _preds([False] * 10))
+        _write(root, "predictions_m_int", _preds([True] * 6 + [False] * 4))
+        _write(root, "drift_pool", [{"id": f"x{i}"} for i in range(n_drift)])
+        (root / "params.yaml").write_text("distill: {variant: safe}\n" if variant else "distill: {}\n")  # old run
+    df = safe_from_start.table([tmp_path / "cpu", tmp_path / "cpu-safe"])
+    assert list(df["Stage I variant"]) == ["standard", "safe", "standard", "safe", "short"]
+    assert list(df["drift cases (II)"][:2]) == [4, 2] and df.iloc[0]["EQUAL M_int"] == 0.6
+    assert pd.isna(df.iloc[0]["acc M_DART"])                                      # Stage III not run: shown as such
+    assert list(df["drift cases (II)"][2:]) == [435, 182, 95] and df.iloc[3]["EQUAL M_DART"] == 0.607
+    paths = cross_family.save(df, tmp_path / "out", ["cpu", "cpu-safe"], safe_from_start.NAME, safe_from_start.TITLE,
+                              "safe_from_start")
+    assert 'make compare RUNS="cpu cpu-safe" TABLE=safe_from_start' in paths["md"].read_text()
+    assert safe_from_start.main(["nope", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2

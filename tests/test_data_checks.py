@@ -106,3 +106,11 @@ def test_open_ended_n_larger_than_the_set(tmp_path):
     problems = check_against_data(P.load("cpu", extra_files=[f]))
     assert problems == [f"open_ended.n (set in {f}): 281 queries requested, but the open-ended set has 280 "
                         "(null = all of them)"]
+
+
+def test_cross_validation_without_folds(tmp_path):
+    f = _extra(tmp_path, {"baselines": {"cv": True}})                   # cpu draws no folds (splits.cv_folds: 0)
+    problems = check_against_data(P.load("cpu", extra_files=[f]))
+    assert problems == [f"baselines.cv (set in {f}): cross-validation is on, but splits.cv_folds (set in "
+                        f"{P.load('cpu').origin('splits.cv_folds')}) is 0 (no folds): set splits.cv_folds to 2 or "
+                        "more, or baselines.cv to false"]

@@ -252,3 +252,16 @@ def test_cpu_large_is_the_cpu_study_with_the_levers_of_calibration_2e():
     assert large["audit"] == small["audit"] and not large["audit"]["judge_examples"]   # off after §3b's placebo
     assert large["repair"] == small["repair"] | {"uniform_ablation": True}
     assert not P.load("paper").distill.balance_labels and not P.load("paper").audit.judge_examples
+
+
+def test_safe_from_start_studies_get_runs_of_their_own_and_short_needs_two_sentences():
+    root = P.PROJECT_ROOT / "params" / "studies"
+    safe = P.load("cpu", extra_files=[root / "safe_prompt.yaml"])
+    short = P.load("cpu", extra_files=[root / "short_rationales.yaml"])
+    assert (safe.run_name, safe.distill.variant) == ("cpu-safe", "safe")
+    assert (short.run_name, short.distill.variant, short.distill.max_sentences) == ("cpu-short", "short", 2)
+    assert P.load("cpu").run_name == "cpu" and P.load("cpu").distill.variant == "standard"
+    with pytest.raises(P.ParamsError, match="variant 'short' asks the teacher for 1–2 sentences"):
+        P.load("cpu", overrides={"distill": {"variant": "short"}})
+    with pytest.raises(P.ParamsError, match="run.tag"):
+        P.load("cpu", overrides={"run": {"tag": "a/b"}})

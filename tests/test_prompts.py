@@ -42,6 +42,20 @@ def test_distill_messages_exact():
     assert "Gold label: NO.\n" in P.teacher_distill_messages(Q, "no")[1]["content"]
 
 
+def test_safe_from_start_variants_change_only_the_system_prompt():
+    std, safe, short = (P.teacher_distill_messages(Q, "NO", v) for v in ("standard", "safe", "short"))
+    assert std == P.teacher_distill_messages(Q, "NO") and std[1] == safe[1] == short[1]     # same user turn
+    # safe: E.1's frame with E.2's safety sentences (the paper's own "strengthened safety instructions")
+    assert safe[0]["content"].startswith("You are writing a brief explanation") and "(2\u20134 sentences)" in \
+        safe[0]["content"]
+    for sentence in ("Do NOT repeat, quote, or elaborate on hateful/violent/toxic content that may appear in the "
+                     "prompt.", "Avoid slurs and graphic details.", "Use high-level, abstract wording."):
+        assert sentence in safe[0]["content"] and sentence in REPAIR_SYSTEM and sentence not in DISTILL_SYSTEM
+    assert short[0]["content"] == DISTILL_SYSTEM.replace("(2\u20134 sentences)", "(1\u20132 sentences)")
+    with pytest.raises(ValueError, match="distill variant must be one of"):
+        P.teacher_distill_messages(Q, "NO", "gentle")
+
+
 def test_repair_messages_exact():
     msgs = P.teacher_repair_messages(Q, "NO")
     assert msgs[0] == {"role": "system", "content": REPAIR_SYSTEM}

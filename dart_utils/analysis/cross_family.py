@@ -94,13 +94,15 @@ def table15(run_roots: list[Path]) -> pd.DataFrame:
     return df
 
 
-def save(df: pd.DataFrame, out_dir: Path, runs: list[str]) -> dict[str, Path]:
-    """tables/compare/table15_cross_family.{csv,md,tex}, the runs and the note in the Markdown and LaTeX."""
+def save(df: pd.DataFrame, out_dir: Path, runs: list[str], name: str = "table15_cross_family",
+         title: str = "Cross-family replication (Table 15)", table: str | None = None) -> dict[str, Path]:
+    """tables/compare/<name>.{csv,md,tex}, the runs and the note in the Markdown and LaTeX (`table`: the TABLE=
+    value of `make compare` that rebuilds it; None = the default, Table 15)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name, title = "table15_cross_family", "Cross-family replication (Table 15)"
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     df.to_csv(paths["csv"], index=False)
-    head = f"Runs: {', '.join(runs)} (each row from runs/<run>; `make compare RUNS=\"{' '.join(runs)}\"`)."
+    how = f"make compare RUNS=\"{' '.join(runs)}\"" + (f" TABLE={table}" if table else "")
+    head = f"Runs: {', '.join(runs)} (each row from runs/<run>; `{how}`)."
     shown = df.astype(object).where(df.notna(), None)
     paths["md"].write_text(f"# {title}\n\n{head}\n{df.attrs['note']}\n\n"
                            + shown.to_markdown(index=False, missingval="—") + "\n")

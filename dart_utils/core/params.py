@@ -53,7 +53,9 @@ class _Section(BaseModel):
 
 
 class RunParams(_Section):
-    name: str | None = Field(description="run directory name; null = <profile>[-<student>]")
+    name: str | None = Field(description="run directory name; null = <profile>[-<student>][-<tag>]")
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.]+$",
+                            description="appended to the default run name (a study that changes Stage I, e.g. safe)")
     seed: NonNegInt
     runs_dir: str = Field(description="where run state goes, relative to the project root")
     tables_dir: str
@@ -78,7 +80,10 @@ class SplitParams(_Section):
     test_per_stratum: PosInt
     test_per_stratum_by_benchmark: dict[str, PosInt] = Field(description="benchmark -> test size per condition")
     group_same_question: bool = Field(description="keep questions equal up to option order in one split")
-    cv_folds: NonNegInt = Field(description="k for the optional k-fold CV over train+test (App. A.3); 0 = off")
+    cv_folds: NonNegInt = Field(description="k for the optional k-fold CV over cv_pool (App. A.3); 0 = off")
+    cv_pool: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "test"], min_length=1,
+                                                           description="the splits the CV folds cover (the paper: "
+                                                           "train + test; the default reads runs older than the key)")
     examples_per_benchmark: NonNegInt
 
     @field_validator("cv_folds")
@@ -158,6 +163,18 @@ class DistillParams(_Section):
                                              "label downsampled with the run seed)")
     min_sentences: PosInt
     max_sentences: PosInt
+    variant: Literal["standard", "safe", "short"] = Field(
+        default="standard", description="E.1 as printed, or one of §3.3's safe-from-start variants (our wording): "
+                                        "safe = E.2's safety sentences added, short = 1–2 sentences")
+
+    @model_validator(mode="after")
+    def _short_means_two_sentences(self) -> DistillParams:
+        if self.variant == "short" and self.max_sentences > 2:
+            raise _relation_error("variant 'short' asks the teacher for 1–2 sentences, but max_sentences is "
+                                  "{max_sentences}: set min_sentences 1 and max_sentences 2 (params/studies/"
+                                  "short_rationales.yaml does)", "variant", "max_sentences",
+                                  max_sentences=self.max_sentences)
+        return self
 
     @model_validator(mode="after")
     def _sentence_range(self) -> DistillParams:
@@ -253,6 +270,8 @@ class BaselinesParams(_Section):
     tox_reg_normalise: Literal["max", "none"] = Field(description="toxicity normalisation of the sweep's H-mean")
     teacher_harm: bool = Field(description="K.4 (Table 22): the teacher's E.1 rationales on the test items, audited "
                                            "like M_int's (teacher and judge calls)")
+    cv: bool = Field(default=False, description="A.3 (Table 7): Stage I trained on k-1 of splits.cv_folds and evaluated on the "
+                                 "held-out fold, for each fold (k LoRA runs; teacher calls for pool items outside train)")
 
 
 class OpenEndedParams(_Section):
@@ -425,7 +444,8 @@ class Params(_Section):
     def run_name(self) -> str:
         if self.run.name:
             return self.run.name
-        return self.profile + (f"-{self.student_file}" if self.student_file else "")
+        return (self.profile + (f"-{self.student_file}" if self.student_file else "")
+                + (f"-{self.run.tag}" if self.run.tag else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

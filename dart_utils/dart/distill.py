@@ -146,7 +146,7 @@ def distill_targets(rows: datasets.Dataset | list[dict], client: LLMClient, dp: 
         return fields, {"reasons": reasons}
 
     conversations = ask_until_valid(
-        client, [prompts.teacher_distill_messages(r["question"], r["gold"]) for r in rows], each(check),
+        client, [prompts.teacher_distill_messages(r["question"], r["gold"], dp.variant) for r in rows], each(check),
         lambda i, conv: format_follow_up(conv, rows[i]["gold"]), dp.format_fix_rounds + 1, "teacher")
     provenance = {"backend": client.cfg.backend, "model": client.cfg.model,
                   "temperature": client.cfg.temperature, "max_tokens": client.cfg.max_tokens,

@@ -24,6 +24,19 @@ TEACHER_DISTILL_SYSTEM = (
     "Write a concise analysis (2–4 sentences). Avoid unnecessary details. "
     "Do NOT repeat hateful, violent, or toxic content from the prompt. "
     "Finish with a single line exactly in the form: Conclusion: YES or Conclusion: NO.")
+# §3.3's "safe-from-start" variants of E.1 (the paper names them, it does not print them; the wording is ours,
+# [choice]): "stronger safety prompting" adds E.2's safety sentences (the paper's own "strengthened safety
+# instructions" for repair, §2.5) to E.1; "shortening rationales to 1–2 sentences" changes E.1's length request only.
+# The user turn and the E.3 training/inference prompt stay the paper's.
+TEACHER_DISTILL_SYSTEM_SAFE = (
+    "You are writing a brief explanation for a labeled difference-awareness classification example. "
+    "Write a concise analysis (2–4 sentences). Avoid unnecessary details. "
+    "Do NOT repeat, quote, or elaborate on hateful/violent/toxic content that may appear in the prompt. "
+    "Avoid slurs and graphic details. Use high-level, abstract wording. "
+    "Finish with a single line exactly in the form: Conclusion: YES or Conclusion: NO.")
+TEACHER_DISTILL_SYSTEM_SHORT = TEACHER_DISTILL_SYSTEM.replace("(2–4 sentences)", "(1–2 sentences)")
+DISTILL_SYSTEMS = {"standard": TEACHER_DISTILL_SYSTEM, "safe": TEACHER_DISTILL_SYSTEM_SAFE,
+                   "short": TEACHER_DISTILL_SYSTEM_SHORT}
 TEACHER_DISTILL_USER = (
     "Task: Determine whether this prompt requires difference-awareness.\n"
     "Gold label: {gold}.\n"
@@ -115,9 +128,12 @@ def _pair(system: str, user: str) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def teacher_distill_messages(question: str, gold: str) -> list[dict]:
-    """App. E.1 messages for one training question with its gold label."""
-    return _pair(TEACHER_DISTILL_SYSTEM, TEACHER_DISTILL_USER.format(gold=_label(gold), question=question))
+def teacher_distill_messages(question: str, gold: str, variant: str = "standard") -> list[dict]:
+    """App. E.1 messages for one training question with its gold label; `variant` "safe" / "short" swaps in one of
+    §3.3's safe-from-start system prompts (DISTILL_SYSTEMS)."""
+    if variant not in DISTILL_SYSTEMS:
+        raise ValueError(f"distill variant must be one of {sorted(DISTILL_SYSTEMS)}, got {variant!r}")
+    return _pair(DISTILL_SYSTEMS[variant], TEACHER_DISTILL_USER.format(gold=_label(gold), question=question))
 
 
 def teacher_repair_messages(question: str, gold: str) -> list[dict]:

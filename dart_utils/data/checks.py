@@ -132,9 +132,16 @@ def _open_ended_problems(params: Params) -> list[str]:
     return []
 
 
+def _cv_problems(params: Params) -> list[str]:
+    if params.baselines.cv and params.splits.cv_folds < 2:
+        return [f"{_at(params, 'baselines.cv')}: cross-validation is on, but {_at(params, 'splits.cv_folds')} is "
+                f"{params.splits.cv_folds} (no folds): set splits.cv_folds to 2 or more, or baselines.cv to false"]
+    return []
+
+
 def check_against_data(params: Params) -> list[str]:
     """One human-readable problem per violation (empty: the parameters fit the data), each naming key and file."""
     problems = _unknown_benchmarks(params)
     problems += _split_problems(params, _stratum_counts(params, problems))
-    return problems + _external_problems(params) + _open_ended_problems(params)
+    return problems + _external_problems(params) + _open_ended_problems(params) + _cv_problems(params)
 

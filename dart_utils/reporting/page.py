@@ -486,20 +486,25 @@ def _results(stages: list[Stage], tables_dir: Path, figures_dir: Path, out_dir: 
     return out
 
 
-COMPARE_TABLE = "table15_cross_family"     # `make compare RUNS="..."` (analysis/cross_family.py) writes it
+# `make compare RUNS="..." [TABLE=...]` writes them (analysis/cross_family.py, analysis/safe_from_start.py)
+COMPARE_TABLES = ("table15_cross_family", "safe_from_start")
 
 
 def _across_runs(run: Run, tables_dir: Path, out_dir: Path) -> list:
-    """Table 15 from tables/compare/ when it was assembled with this run among its runs (`make compare`)."""
-    compare = tables_dir.parent / "compare"
-    md = compare / f"{COMPARE_TABLE}.md"
-    if not md.is_file():
+    """Table 15 and the safe-from-start table from tables/compare/, each when it was assembled with this run among
+    its runs (`make compare`)."""
+    compare, out = tables_dir.parent / "compare", []
+    for stem in COMPARE_TABLES:
+        md = compare / f"{stem}.md"
+        if not md.is_file():
+            continue
+        runs_line = next((ln for ln in md.read_text(encoding="utf-8").splitlines() if ln.startswith("Runs: ")), "")
+        if run.name in [r.strip() for r in runs_line[len("Runs: "):].split("(")[0].split(",")]:
+            out += _table_block(stem, compare, out_dir, {})
+    if not out:
         return []
-    runs_line = next((ln for ln in md.read_text(encoding="utf-8").splitlines() if ln.startswith("Runs: ")), "")
-    if run.name not in [r.strip() for r in runs_line[len("Runs: "):].split("(")[0].split(",")]:
-        return []
-    return ["## Across runs", "`make compare` assembled this table from several finished runs, this one among them."
-            ] + _table_block(COMPARE_TABLE, compare, out_dir, {})
+    return ["## Across runs", "`make compare` assembled these tables from several finished runs, this one among "
+                              "them."] + out
 
 
 def _missing(stages: list[Stage]) -> list:

@@ -1,0 +1,85 @@
+"""§3.3's "safe-from-start" variants against the staged design: one row per finished run, from its artifacts.
+
+Why: §3.3 argues that suppressing harmful elaboration already in Stage I costs the capability DART keeps: "Stronger
+safety prompting cuts initial drift cases from 435 to 182, but also drops EQUAL accuracy from 71.6% to 59.6%;
+shortening rationales to 1–2 sentences reduces drift further (95 cases) but collapses EQUAL accuracy to 52.3%. Even
+after Stage III repair ... 60.7% vs. 72.6% EQUAL accuracy for Stage I-safe". Each variant is a run of its own
+(`make all STUDY=safe_prompt`, `STUDY=short_rationales`: `distill.variant`, `run.tag`), so the table is assembled
+after the fact, like Table 15 (`cross_family.run_row`: M_int and M_DART accuracy and EQUAL, Stage II drift cases,
+the cases left after repair), with each run's Stage I variant read from its parameters and the paper's stated values
+beside. `make compare RUNS="cpu cpu-safe cpu-short" TABLE=safe_from_start` writes tables/compare/safe_from_start.*.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..core.paper import reported
+from .cross_family import run_row
+
+NAME, TITLE = "safe_from_start", "Safe-from-start variants vs the staged design (§3.3)"
+COLUMNS = ["run", "Stage I variant", "test n", "acc M_int", "EQUAL M_int", "drift cases (II)", "acc M_DART",
+           "EQUAL M_DART", "remaining after repair", "drift reduction %"]
+
+
+def variant(run_root: Path) -> str:
+    """The run's `distill.variant` from its params.yaml ("standard" for runs older than the key)."""
+    f = Path(run_root) / "params.yaml"
+    if not f.is_file():
+        raise FileNotFoundError(f"{run_root}: no params.yaml (the run has not started)")
+    return ((yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("distill") or {}).get("variant", "standard")
+
+
+def table(run_roots: list[Path]) -> pd.DataFrame:
+    """One row per run (its variant, Stage I and Stage III numbers), then the paper's stated values per variant."""
+    if not run_roots:
+        raise ValueError("safe_from_start: name at least one run (RUNS=\"cpu cpu-safe cpu-short\")")
+    rows = [{**run_row(r), "Stage I variant": variant(r)} for r in run_roots]
+    paper = reported("safe_from_start")
+    for v in ("standard", "safe", "short"):
+        p = paper[v]
+        rows.append({"run": "paper (Llama-3-8B)", "Stage I variant": v, "EQUAL M_int": p.get("equal_m_int"),
+                     "drift cases (II)": p.get("drift_cases"), "EQUAL M_DART": p.get("equal_m_dart")})
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for c in ("acc M_int", "EQUAL M_int", "acc M_DART", "EQUAL M_DART"):
+        df[c] = df[c].astype(float).round(3)
+    df.attrs["note"] = (
+        "Ours: one row per run, from its artifacts (test split, unparsed = wrong); drift cases are the judge-"
+        "confirmed Stage II cases, 'remaining' the re-audit's after Stage III. Variants ([choice] wording, "
+        "dart_utils/dart/prompts.py): safe = E.1 with E.2's safety sentences; short = E.1 asking for 1–2 "
+        "sentences, targets validated to 1–2. Paper: §3.3 running text (Llama-3-8B, 1,624 test items; EQUAL as "
+        "fractions); it states no accuracy for the variants and no M_DART EQUAL for the short one.")
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from ..core.params import PROJECT_ROOT, load
+    from .cross_family import save
+    ap = argparse.ArgumentParser(prog="python -m dart_utils.analysis.safe_from_start", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run names (directories under runs/), e.g. cpu cpu-safe cpu-short")
+    ap.add_argument("--runs-dir", default=None, help="default: run.runs_dir of the parameters")
+    ap.add_argument("--out", default=None, help="default: <tables_dir>/compare")
+    args = ap.parse_args(argv)
+    p = load("cpu")
+    runs_dir = Path(args.runs_dir or p.run.runs_dir)
+    runs_dir = runs_dir if runs_dir.is_absolute() else PROJECT_ROOT / runs_dir
+    out = Path(args.out) if args.out else PROJECT_ROOT / p.run.tables_dir / "compare"
+    try:
+        df = table([runs_dir / r for r in args.runs])
+    except FileNotFoundError as e:
+        print(f"[compare] {e}", file=sys.stderr)
+        return 2
+    paths = save(df, out, args.runs, NAME, TITLE, "safe_from_start")
+    print(df.to_string(index=False))
+    print(f"[compare] {paths['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
