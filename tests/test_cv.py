@@ -70,3 +70,12 @@ def test_table7_mean_and_sd_over_folds_beside_the_paper():
     assert summary["accuracy"] == f"62.5 ± {pd.Series([100.0, 25.0]).std():.1f}"      # sample sd, 53.0
     assert t.iloc[3]["fold"].startswith("main split") and t.iloc[-1]["accuracy"] == "67.9 ± 1.2"
     assert t.iloc[-1]["held-out items"] == 6424
+
+
+def test_a_fold_with_nothing_to_train_on_or_nothing_held_out_is_an_error():
+    fold = cv.fold_of(FOLDS)
+    only_fold_0 = [_target(r) for r in TRAIN + TEST if fold[r["id"]] == 0]
+    with pytest.raises(ValueError, match="CV fold 1: no item of the other folds has an accepted teacher target"):
+        cv.training_items(only_fold_0, fold, 0, balance_labels=False, seed=0)
+    with pytest.raises(ValueError, match="CV fold 3 holds no item"):
+        cv.eval_rows(TRAIN + TEST, fold, 2)

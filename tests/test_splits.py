@@ -81,6 +81,15 @@ def test_cv_folds(paper_splits):
     assert S.cv_folds(paper_splits, 0, 42) == []
 
 
+def test_cv_folds_balance_strata_smaller_than_k():
+    import datasets
+    rows = [{"id": f"{b}-{c}", "benchmark": b, "condition": c, "question_group": f"{b}-{c}"}
+            for b in ("D1", "D2", "D3", "D4", "N1", "N2", "N3", "N4") for c in ("DIFF", "EQUAL")]
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list([])})
+    sizes = Counter(f["fold"] for f in S.cv_folds(dd, 2, 42, pool=("train",)))
+    assert sizes == {0: 8, 1: 8}                         # one item per stratum: not all of them in fold 0
+
+
 def test_split_round_trip_through_jsonl(tmp_path, suite):
     p = P.load("ci")
     dd = S.make_splits(suite, p.splits, p.data.benchmarks)

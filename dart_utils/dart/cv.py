@@ -67,12 +67,18 @@ def training_items(accepted: list[dict], fold: dict[str, int], held_out: int, ba
     """Fold `held_out`'s Stage I training set: the accepted targets of the pool's other folds (targets of items
     outside the pool are never used), balanced like Stage I."""
     items = [t for t in accepted if t["id"] in fold and fold[t["id"]] != held_out]
+    if not items:
+        raise ValueError(f"CV fold {held_out + 1}: no item of the other folds has an accepted teacher target, so "
+                         "there is nothing to train on; use larger splits or fewer folds (splits.cv_folds)")
     return distill.balance_labels(items, seed)[0] if balance_labels else items
 
 
 def eval_rows(rows: list[dict], fold: dict[str, int], held_out: int) -> list[dict]:
     """The held-out fold's rows (every pool item in it, with or without an accepted target)."""
-    return [r for r in rows if fold[r["id"]] == held_out]
+    out = [r for r in rows if fold[r["id"]] == held_out]
+    if not out:
+        raise ValueError(f"CV fold {held_out + 1} holds no item: use fewer folds (splits.cv_folds) or larger splits")
+    return out
 
 
 def fold_dir(root: Path, f: int) -> Path:

@@ -127,14 +127,16 @@ def cv_folds(dd: datasets.DatasetDict, k: int, seed: int, pool: tuple[str, ...] 
         for r in dd[split]:
             by_stratum[(r["benchmark"], r["condition"])][r["question_group"]].append(r["id"])
     assignment = []
-    for stratum in sorted(by_stratum):
+    total = Counter({f: 0 for f in range(k)})        # across strata: a stratum smaller than k must not always
+    for stratum in sorted(by_stratum):               # fill fold 0 first (with 1 item per stratum, fold 1.. were empty)
         groups = by_stratum[stratum]
         keys = sorted(groups)
         random.Random(f"{seed}:cv:{stratum[0]}:{stratum[1]}").shuffle(keys)
         load = Counter({f: 0 for f in range(k)})
         for key in sorted(keys, key=lambda g: -len(groups[g])):  # stable sort keeps the shuffle within a size
-            fold = min(range(k), key=lambda f: (load[f], f))
+            fold = min(range(k), key=lambda f: (load[f], total[f], f))
             load[fold] += len(groups[key])
+            total[fold] += len(groups[key])
             assignment += [{"id": i, "fold": fold} for i in groups[key]]
     return sorted(assignment, key=lambda a: a["id"])
 
