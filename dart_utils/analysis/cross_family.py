@@ -112,14 +112,17 @@ def save(df: pd.DataFrame, out_dir: Path, runs: list[str], name: str = "table15_
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def compare_cli(argv: list[str] | None, module: str, doc: str, build, name: str, title: str,
+                table: str | None, example: str) -> int:
+    """The command line shared by the tables built from finished runs (`make compare [TABLE=...]`): run names in,
+    `build([run roots])` -> DataFrame, saved under <tables_dir>/compare/<name>.*; exit 2 naming a missing run."""
     import argparse
     import sys
 
     from ..core.params import PROJECT_ROOT, load
-    ap = argparse.ArgumentParser(prog="python -m dart_utils.analysis.cross_family", description=__doc__,
+    ap = argparse.ArgumentParser(prog=f"python -m dart_utils.analysis.{module}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="run names (directories under runs/), e.g. cpu cpu-large")
+    ap.add_argument("runs", nargs="+", help=f"run names (directories under runs/), e.g. {example}")
     ap.add_argument("--runs-dir", default=None, help="default: run.runs_dir of the parameters")
     ap.add_argument("--out", default=None, help="default: <tables_dir>/compare")
     args = ap.parse_args(argv)
@@ -128,14 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = runs_dir if runs_dir.is_absolute() else PROJECT_ROOT / runs_dir
     out = Path(args.out) if args.out else PROJECT_ROOT / p.run.tables_dir / "compare"
     try:
-        df = table15([runs_dir / r for r in args.runs])
+        df = build([runs_dir / r for r in args.runs])
     except FileNotFoundError as e:
         print(f"[compare] {e}", file=sys.stderr)
         return 2
-    paths = save(df, out, args.runs)
+    paths = save(df, out, args.runs, name, title, table)
     print(df.to_string(index=False))
     print(f"[compare] {paths['md']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return compare_cli(argv, "cross_family", __doc__, table15, "table15_cross_family",
+                       "Cross-family replication (Table 15)", None, "cpu cpu-large")
 
 
 if __name__ == "__main__":

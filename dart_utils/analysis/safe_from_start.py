@@ -55,30 +55,9 @@ def table(run_roots: list[Path]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from ..core.params import PROJECT_ROOT, load
-    from .cross_family import save
-    ap = argparse.ArgumentParser(prog="python -m dart_utils.analysis.safe_from_start", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="run names (directories under runs/), e.g. cpu cpu-safe cpu-short")
-    ap.add_argument("--runs-dir", default=None, help="default: run.runs_dir of the parameters")
-    ap.add_argument("--out", default=None, help="default: <tables_dir>/compare")
-    args = ap.parse_args(argv)
-    p = load("cpu")
-    runs_dir = Path(args.runs_dir or p.run.runs_dir)
-    runs_dir = runs_dir if runs_dir.is_absolute() else PROJECT_ROOT / runs_dir
-    out = Path(args.out) if args.out else PROJECT_ROOT / p.run.tables_dir / "compare"
-    try:
-        df = table([runs_dir / r for r in args.runs])
-    except FileNotFoundError as e:
-        print(f"[compare] {e}", file=sys.stderr)
-        return 2
-    paths = save(df, out, args.runs, NAME, TITLE, "safe_from_start")
-    print(df.to_string(index=False))
-    print(f"[compare] {paths['md']}")
-    return 0
+    from .cross_family import compare_cli
+    return compare_cli(argv, "safe_from_start", __doc__, table, NAME, TITLE, "safe_from_start",
+                       "cpu cpu-safe cpu-short")
 
 
 if __name__ == "__main__":
