@@ -43,7 +43,9 @@ NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 
 # What one unit of each driver is (the item counts of a profile are keyed by these names).
 PER = {"train": "train item", "val": "validation item", "test": "test item", "reaudit": "test item × re-audit arm",
-       "teacher_harm": "test item (K.4)", "teacher_06": "test item (K.4) or CV pool item outside train",
+       "teacher_harm": "test item (K.4)",
+       "teacher_06": "test item (K.4), CV pool item outside train, or K.5 item (labels of train + test, E.1 of train)",
+       "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit)",
        "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
        "open_ended": "open-ended query",
        "open_ended_arms": "open-ended query × arm",
@@ -56,7 +58,7 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("03_repair", "teacher", "repair targets", "test"),
             ("03_repair", "judge", "re-audit", "reaudit"),
             ("06_baselines", "teacher", "K.4 / CV teacher targets", "teacher_06"),
-            ("06_baselines", "judge", "K.4 teacher audit", "teacher_harm"),
+            ("06_baselines", "judge", "K.4 teacher audit / K.5 audit", "judge_06"),
             ("10_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
             ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"),
             ("12_open_ended", "judge", "rubric + pairwise judge", "open_ended_arms"))
@@ -141,6 +143,11 @@ def item_counts(p: dict) -> dict[str, int | None]:
     # the teacher in 06 answers the test items for K.4 and, with the CV, every pool item outside train (shared calls)
     c["teacher_06"] = sum(c[s] for s in ("val", "test")
                           if (s == "test" and c["teacher_harm"]) or (cv and s in pool))
+    # K.5: the teacher labels every train and test item and writes E.1 for the train items (an upper bound: where its
+    # label is the gold one the E.1 call is Stage I's, cached); the judge re-audits the test pairs (likewise)
+    k5 = bool(p["baselines"].get("label_conditioning"))
+    c["teacher_06"] += (2 * c["train"] + c["test"]) if k5 else 0
+    c["judge_06"] = c["teacher_harm"] + (c["test"] if k5 else 0)
     oe = p.get("open_ended")                  # absent in the params.yaml of runs older than notebook 12
     if oe:
         c["open_ended"] = OPEN_ENDED_QUERIES if oe["n"] is None else min(oe["n"], OPEN_ENDED_QUERIES)
@@ -529,6 +536,8 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     if counts.get("external"):
         out += [("05_external_safety", n, "external", g) for n in ("m0", "m_dart")]
     out += [("06_baselines", arm, "test", g) for arm in ("label_only", "tox_reg") if getattr(p.baselines, arm)]
+    if p.baselines.label_conditioning:
+        out += [("06_baselines", "stage1_predicted", "test", g)]
     if counts.get("cv_pool"):
         out += [("06_baselines", "CV folds (M_int per held-out fold)", "cv_pool", g)]
     out += [("10_dcr_evaluation", n, "dcr_eval", d.generation.max_new_tokens) for n in DCR_MODELS]
@@ -551,7 +560,7 @@ def gen_rate(ref: dict, stage: str, name: str) -> tuple[dict | None, str]:
         return e, ""
     if stage == "06_baselines" and (e := _find(ref["generation"], stage="01_distill", name="m_int")):
         why = ("label-only answers are shorter, so it is an upper bound" if name == "label_only" else
-               "each fold's M_int is a Stage I model" if name.startswith("CV") else "the same training items")
+               "a Stage I model" if name.startswith("CV") or name == "stage1_predicted" else "the same training items")
         return e, f"{stage} {name}: not in the reference; M_int's rate (the same decoding; {why})"
     same_stage = [x for x in ref["generation"] if x["stage"] == stage]
     near = [x for x in same_stage if x["name"].split("/")[-1] == name.split("/")[-1]] or \
@@ -609,6 +618,8 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
             *([("06_baselines", "CV Stage I per fold", "cv_fold_train",
                 (t.batch_size, t.per_device_batch_size, t.epochs), p.splits.cv_folds)]
               if p.baselines.cv and p.splits.cv_folds >= 2 else []),
+            *([("06_baselines", "K.5 Stage I (teacher's labels)", "train",
+                (t.batch_size, t.per_device_batch_size, t.epochs), 1)] if p.baselines.label_conditioning else []),
             ("08_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),
             ("09_dcr_safety_sft", "safety SFT", "sft", (s.batch_size, s.per_device_batch_size, s.epochs), 2)]
 

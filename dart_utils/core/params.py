@@ -272,6 +272,9 @@ class BaselinesParams(_Section):
                                            "like M_int's (teacher and judge calls)")
     cv: bool = Field(default=False, description="A.3 (Table 7): Stage I trained on k-1 of splits.cv_folds and evaluated on the "
                                  "held-out fold, for each fold (k LoRA runs; teacher calls for pool items outside train)")
+    label_conditioning: bool = Field(default=False, description="K.5 (Table 23): Stage I and the Stage II audit with "
+                                     "the teacher's predicted labels in place of y* (teacher calls per train and "
+                                     "test item, one LoRA run, judge calls where the labels differ)")
 
 
 class OpenEndedParams(_Section):
