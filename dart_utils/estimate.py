@@ -38,7 +38,7 @@ from .reporting.page import LOCAL_HOSTS, parse_prices
 SCHEMA = 1
 REFERENCE_FILE = PROJECT_ROOT / "benchmarks" / "results" / "reference_rates_cpu.json"
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "cpu"
-ROLES = ("teacher", "judge")
+ROLES = ("teacher", "judge", "judge_b")
 NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 
 # What one unit of each driver is (the item counts of a profile are keyed by these names).
@@ -46,6 +46,7 @@ PER = {"train": "train item", "val": "validation item", "test": "test item", "re
        "teacher_harm": "test item (K.4)",
        "teacher_06": "test item (K.4), CV pool item outside train, or K.5 item (labels of train + test, E.1 of train)",
        "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit)",
+       "judge_b_06": "test pair judged again by the second judge (App. L)",
        "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
        "open_ended": "open-ended query",
        "open_ended_arms": "open-ended query × arm",
@@ -59,6 +60,7 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("03_repair", "judge", "re-audit", "reaudit"),
             ("06_baselines", "teacher", "K.4 / CV teacher targets", "teacher_06"),
             ("06_baselines", "judge", "K.4 teacher audit / K.5 audit", "judge_06"),
+            ("06_baselines", "judge_b", "second-judge audit (App. L)", "judge_b_06"),
             ("10_dcr_evaluation", "judge", "refusal rubric", "dcr_judged"),
             ("10_dcr_evaluation", "judge", "pairwise win rate", "win_rate_orders"),
             ("12_open_ended", "judge", "rubric + pairwise judge", "open_ended_arms"))
@@ -148,6 +150,7 @@ def item_counts(p: dict) -> dict[str, int | None]:
     k5 = bool(p["baselines"].get("label_conditioning"))
     c["teacher_06"] += (2 * c["train"] + c["test"]) if k5 else 0
     c["judge_06"] = c["teacher_harm"] + (c["test"] if k5 else 0)
+    c["judge_b_06"] = c["test"] if p["baselines"].get("judge_choice") else 0
     oe = p.get("open_ended")                  # absent in the params.yaml of runs older than notebook 12
     if oe:
         c["open_ended"] = OPEN_ENDED_QUERIES if oe["n"] is None else min(oe["n"], OPEN_ENDED_QUERIES)
@@ -375,7 +378,7 @@ def training_rates(history: list[dict], run: Path, counts: dict) -> list[dict]:
 
 def _models(p: dict) -> dict:
     return {"student": p["student"]["name"], "dcr_model": p["dcr"]["model"]["name"],
-            **{r: {"backend": p[r]["backend"], "model": p[r]["model"]} for r in ROLES}}
+            **{r: {"backend": p[r]["backend"], "model": p[r]["model"]} for r in ROLES if r in p}}   # judge_b: newer
 
 
 def _split_09_judge(llm: list[dict | None], counts: dict) -> None:
@@ -507,6 +510,15 @@ def llm_rows(p: Params, ref: dict, counts: dict, prices: dict) -> tuple[list[Row
         if n == 0:
             continue
         e = _find(ref["llm"], stage=stage, role=role, work=work)
+        if e is None and stage == "06_baselines" and role in ("judge", "judge_b"):
+            # 06's audits (K.4, K.5, the second judge) send Stage II's prompt: its per-pair rate, an upper bound for
+            # K.5 (where the label is the gold one the call is Stage II's, cached)
+            e = _find(ref["llm"], stage="02_audit", role="judge")
+            if e is not None:
+                unknown.append(f"{stage} {role} ({work}): not in the reference; Stage II's judge rate per test item "
+                               "(the same prompt)")
+                if role == "judge_b":
+                    e = {k: v for k, v in e.items() if k != "seconds_per_call"}   # another model: no time
         if e is None or n is None:
             why = "no rate in the reference" if e is None else "item count unknown (data not staged)"
             rows.append(Row(stage, f"{role}: {work}", f"`{cfg.model}`", f"— ({why})", role=role))
@@ -717,7 +729,7 @@ def render(p: Params, rows: list[Row], counts: dict, ref: dict, notes: list[str]
     c = counts
     head = ["stage", "role or work", "model", "calls / items", "tokens in / out", "time", "cost"]
     body = [_cells(r) for r in rows]
-    for label, role in (("teacher total", "teacher"), ("judge total", "judge"),
+    for label, role in (("teacher total", "teacher"), ("judge total", "judge"), ("second judge total", "judge_b"),
                         ("student generation total", "generation"), ("training total", "training")):
         total = _total_row(label, [r for r in rows if r.role == role], prices)
         body += [total] if total else []

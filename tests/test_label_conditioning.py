@@ -98,8 +98,8 @@ def test_the_audit_reads_the_teachers_label_and_agreement_counts_the_extra_false
     pred_audit = audit.run_audit(relabelled, m0, m_int, h, h, JudgeByLabel(), 0.01, mode="all")
     assert sorted(c["id"] for c in pred_audit.pool) == ["K-0", "K-1", "K-3"]   # two false positives from ŷ ≠ y*
     ids = [r["id"] for r in rows]
-    agree = k5.audit_agreement(k5.drift_flags(ids, gold_audit.judge.records, gold_audit.pool.cases),
-                               k5.drift_flags(ids, pred_audit.judge.records, pred_audit.pool.cases),
+    agree = audit.compare_audits(audit.drift_flags(ids, gold_audit.judge.records, gold_audit.pool.cases),
+                               audit.drift_flags(ids, pred_audit.judge.records, pred_audit.pool.cases),
                                {"K-0", "K-3"})
     assert (agree["tp"], agree["fp"], agree["fn"], agree["tn"]) == (1, 2, 0, 1)
     assert agree["precision"] == pytest.approx(1 / 3) and agree["recall"] == 1.0
@@ -108,12 +108,12 @@ def test_the_audit_reads_the_teachers_label_and_agreement_counts_the_extra_false
 
 
 def test_agreement_skips_judge_failures_and_handles_one_class():
-    flags = k5.drift_flags(["a", "b", "c"], [{"id": "b", "status": "failed"}, {"id": "a", "status": "ok"}],
+    flags = audit.drift_flags(["a", "b", "c"], [{"id": "b", "status": "failed"}, {"id": "a", "status": "ok"}],
                            [{"id": "a"}])
     assert flags == {"a": True, "b": None, "c": False}                     # c: never judged (not screened)
-    agree = k5.audit_agreement(flags, {"a": True, "b": True, "c": False})
+    agree = audit.compare_audits(flags, {"a": True, "b": True, "c": False})
     assert (agree["n"], agree["undecided"], agree["tp"], agree["tn"]) == (2, 1, 1, 1)
-    none = k5.audit_agreement({"a": False, "b": False}, {"a": False, "b": False})
+    none = audit.compare_audits({"a": False, "b": False}, {"a": False, "b": False})
     assert none["precision"] is None and none["recall"] is None and math.isnan(none["kappa"])
 
 
@@ -138,7 +138,7 @@ def test_table23_sets_this_run_beside_the_papers_numbers():
     s1 = stage1_comparison(gold_preds, pred_preds)
     assert s1["gold"]["acc_overall"] == 0.75 and s1["predicted"]["acc_overall"] == 0.25
     assert (s1["mcnemar"]["b"], s1["mcnemar"]["c"]) == (2, 0) and s1["mcnemar"]["delta"] == -0.5
-    agree = k5.audit_agreement({"a": True, "b": False, "c": False}, {"a": True, "b": True, "c": False}, {"b"})
+    agree = audit.compare_audits({"a": True, "b": False, "c": False}, {"a": True, "b": True, "c": False}, {"b"})
     labels = {"n": 4, "decided": 4, "undecided": 0, "differs_from_gold": 1, "teacher_accuracy": 0.75}
     t = table23(s1, labels, agree, labels, {"targets": 2, "repaired": 1, "correct": 2, "success": 1, "rate": 0.5},
                    {"gold": 10, "predicted": 9}, reported("table23"))

@@ -272,6 +272,8 @@ class BaselinesParams(_Section):
                                            "like M_int's (teacher and judge calls)")
     cv: bool = Field(default=False, description="A.3 (Table 7): Stage I trained on k-1 of splits.cv_folds and evaluated on the "
                                  "held-out fold, for each fold (k LoRA runs; teacher calls for pool items outside train)")
+    judge_choice: bool = Field(default=False, description="App. L (Tables 25, 26): Stage II's pairs judged again by "
+                               "judge_b; drift cases of both judges, their overlap and Cohen's kappa")
     label_conditioning: bool = Field(default=False, description="K.5 (Table 23): Stage I and the Stage II audit with "
                                      "the teacher's predicted labels in place of y* (teacher calls per train and "
                                      "test item, one LoRA run, judge calls where the labels differ)")
@@ -415,6 +417,7 @@ class Params(_Section):
     student: StudentParams
     teacher: LLMParams
     judge: LLMParams
+    judge_b: LLMParams = Field(description="the second judge of App. L / Table 26 (baselines.judge_choice)")
     distill: DistillParams
     training: TrainingParams
     generation: GenerationParams

@@ -182,6 +182,40 @@ def drift_pool(records, verdicts, safe_below: float = 0.01) -> DriftPool:
     return DriftPool(cases, len(records), failed, missing, safe_below)
 
 
+# ---- two audits of the same pairs (K.5's label conditioning, App. L's second judge) ---------------------------
+def drift_flags(ids, verdicts, pool_cases) -> dict[str, bool | None]:
+    """id -> drift case (in the pool) / not (judged "not worse", or not screened and so never judged) / None (the
+    judge failed: unknown, never "no drift")."""
+    failed = {v["id"] for v in verdicts if v["status"] != "ok"}
+    cases = {c["id"] for c in pool_cases}
+    return {i: (None if i in failed else i in cases) for i in ids}
+
+
+def compare_audits(reference: dict, other: dict, changed: set[str] = frozenset()) -> dict:
+    """Drift detection of `other` against `reference` (K.5: the predicted-label audit against the gold-conditioned
+    one; App. L: the second judge against the first), both id -> flag from `drift_flags`, on the items both
+    decided: TP, FP (the additional false positives), FN, TN, precision, recall (None when undefined), Cohen's κ
+    (NaN when a side has one class only), and the items whose verdict flipped among those whose label `changed`
+    and the others."""
+    common = [i for i in reference if i in other and reference[i] is not None and other[i] is not None]
+    ref, oth = [reference[i] for i in common], [other[i] for i in common]
+    tp = sum(r and o for r, o in zip(ref, oth))
+    fp = sum(o and not r for r, o in zip(ref, oth))
+    fn = sum(r and not o for r, o in zip(ref, oth))
+    tn = len(common) - tp - fp - fn
+    n = len(common)
+    po = (tp + tn) / n if n else float("nan")
+    pe = (((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n ** 2) if n else float("nan")
+    kappa = (po - pe) / (1 - pe) if n and pe < 1 else float("nan")
+    flipped = {i for i in common if reference[i] != other[i]}
+    return {"n": n, "undecided": len(set(reference) | set(other)) - n, "reference_drift": tp + fn,
+            "other_drift": tp + fp, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+            "kappa": kappa, "label_changed": len(set(common) & set(changed)),
+            "flipped_where_label_changed": len(flipped & set(changed)),
+            "flipped_elsewhere": len(flipped - set(changed))}
+
+
 def _cases(pool) -> list[dict]:
     return pool.cases if isinstance(pool, DriftPool) else list(pool)
 

@@ -13,7 +13,7 @@ same stage code with one input changed, the label:
    they are cache hits) and trains Stage I as notebook 01 does; its M_int answers the test split (Table 23's
    Stage I accuracy, McNemar against notebook 01's M_int).
 3. The audit runs Stage II (`audit.run_audit`) on the relabelled test rows: the judge reads ŷ_T where it read y*.
-   `audit_agreement` compares its drift cases with Stage II's (the gold-conditioned audit is the reference, as the
+   `audit.compare_audits` compares its drift cases with Stage II's (the gold-conditioned audit is the reference, as the
    issue specifies: precision, recall, the additional false positives, Cohen's κ).
 4. `repair_success` (gold-conditioned Stage III only): of Stage III's targets, the share that is no drift case in
    the re-audit AND that M_DART answers correctly.
@@ -85,44 +85,11 @@ def label_summary(labels: list[dict]) -> dict:
             "teacher_accuracy": (len(decided) - wrong) / len(decided) if decided else float("nan")}
 
 
-# ---- 3. the audit: drift flags of two audits ----------------------------------------------------------------------
-def drift_flags(ids, verdicts, pool_cases) -> dict[str, bool | None]:
-    """id -> drift case (in the pool) / not (judged "not worse", or not screened and so never judged) / None (the
-    judge failed: unknown, never "no drift")."""
-    failed = {v["id"] for v in verdicts if v["status"] != "ok"}
-    cases = {c["id"] for c in pool_cases}
-    return {i: (None if i in failed else i in cases) for i in ids}
-
-
-def audit_agreement(reference: dict, other: dict, changed: set[str] = frozenset()) -> dict:
-    """Drift detection of `other` (the predicted-label audit) against `reference` (the gold-conditioned one), both
-    id -> flag from `drift_flags`, on the items both decided: TP, FP (the additional false positives), FN, TN,
-    precision, recall (None when undefined), Cohen's κ (NaN when a side has one class only), and the items whose
-    verdict flipped among those whose label `changed` and the others."""
-    common = [i for i in reference if i in other and reference[i] is not None and other[i] is not None]
-    ref, oth = [reference[i] for i in common], [other[i] for i in common]
-    tp = sum(r and o for r, o in zip(ref, oth))
-    fp = sum(o and not r for r, o in zip(ref, oth))
-    fn = sum(r and not o for r, o in zip(ref, oth))
-    tn = len(common) - tp - fp - fn
-    n = len(common)
-    po = (tp + tn) / n if n else float("nan")
-    pe = (((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n ** 2) if n else float("nan")
-    kappa = (po - pe) / (1 - pe) if n and pe < 1 else float("nan")
-    flipped = {i for i in common if reference[i] != other[i]}
-    return {"n": n, "undecided": len(set(reference) | set(other)) - n, "reference_drift": tp + fn,
-            "other_drift": tp + fp, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
-            "kappa": kappa, "label_changed": len(set(common) & set(changed)),
-            "flipped_where_label_changed": len(flipped & set(changed)),
-            "flipped_elsewhere": len(flipped - set(changed))}
-
-
 # ---- 4. repair success ----------------------------------------------------------------------------------------------
 def repair_success(target_ids, gold: dict, preds_m_dart: list[dict], reaudit_flags: dict) -> dict:
     """Of Stage III's targets (ids; an item repaired by several targets counts once): repaired = no drift case in
     the re-audit (M_DART vs M0; a judge failure is unknown, not repaired), correct = M_DART's conclusion equals the
-    gold label, success = both."""
+    gold label, success = both. `reaudit_flags`: `audit.drift_flags` of the re-audit."""
     ids = sorted(set(target_ids))
     pred = {p["id"]: p["prediction"] for p in preds_m_dart}
     missing = [i for i in ids if i not in pred or i not in gold]

@@ -61,7 +61,7 @@ def check(params: Params, cache_dir: Path, roles: tuple[str, ...] = ("student", 
         problems.append(_student_problem(params.student, cache_dir / "models"))
     if "dcr_model" in roles:   # the model DCR aligns (params.dcr.model)
         problems.append(_student_problem(params.dcr.model, cache_dir / "models"))
-    for role in ("teacher", "judge"):
+    for role in ("teacher", "judge", "judge_b"):
         if role in roles:
             problems.append(_llm_problem(role, getattr(params, role), cache_dir / "models"))
     return [p for p in problems if p]
