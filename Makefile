@@ -68,6 +68,7 @@ help:
 	@echo "make all [PROFILE=cpu|cpu-large|paper|ci] [STUDENT=name] [PARAMS=file.yaml] [STAGES=dart|dcr] [STUDY=ablations]   run every notebook in order, then the report"
 	@echo "make compare RUNS=\"cpu cpu-large\"                                   Table 15 (cross-family) from finished runs -> tables/compare/"
 	@echo "make compare RUNS=\"cpu cpu-safe cpu-short\" TABLE=safe_from_start  §3.3's safe-from-start variants (STUDY=safe_prompt / short_rationales runs)"
+	@echo "make compare RUNS=\"cpu cpu-teacher_qwen05b\" TABLE=teacher_choice Table 32, teacher choice (STUDY=teacher_<name> runs)"
 	@echo "make report [PRICES=\"judge=0.27/1.10 ...\"]                            reports/$(RUN)/report.{md,html} from the run's outputs"
 	@echo "make stage-00 (or STAGE=00 make stage)                                run one stage"
 	@echo "make test                                                              run the tests"
@@ -164,12 +165,14 @@ report: venv
 	$(call pipeline,report) $(foreach p,$(PRICES),--price $(p))
 
 # Tables across finished runs, from their artifacts: Table 15 (App. I.2, a student family per run; the default) or
-# TABLE=safe_from_start (§3.3: the standard run beside STUDY=safe_prompt and STUDY=short_rationales runs).
+# TABLE=safe_from_start (§3.3: the standard run beside STUDY=safe_prompt and STUDY=short_rationales runs) or
+# TABLE=teacher_choice (Table 32, App. M.4: the standard run beside STUDY=teacher_<name> runs).
 RUNS ?=
 TABLE ?= table15
-COMPARE_MODULE = $(if $(filter table15,$(TABLE)),cross_family,$(if $(filter safe_from_start,$(TABLE)),safe_from_start,$(error TABLE=$(TABLE): use table15 or safe_from_start)))
+COMPARE_MODULES = table15=cross_family safe_from_start=safe_from_start teacher_choice=teacher_choice
+COMPARE_MODULE = $(or $(patsubst $(TABLE)=%,%,$(filter $(TABLE)=%,$(COMPARE_MODULES))),$(error TABLE=$(TABLE): use one of $(foreach m,$(COMPARE_MODULES),$(firstword $(subst =, ,$(m))))))
 compare: venv
-	@test -n "$(RUNS)" || (echo 'usage: make compare RUNS="cpu cpu-large" [TABLE=table15|safe_from_start]'; exit 2)
+	@test -n "$(RUNS)" || (echo 'usage: make compare RUNS="cpu cpu-large" [TABLE=table15|safe_from_start|teacher_choice]'; exit 2)
 	$(PY) -m dart_utils.analysis.$(COMPARE_MODULE) $(RUNS)
 
 stage: venv

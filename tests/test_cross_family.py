@@ -67,3 +67,47 @@ def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
                               "safe_from_start")
     assert 'make compare RUNS="cpu cpu-safe" TABLE=safe_from_start' in paths["md"].read_text()
     assert safe_from_start.main(["nope", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_teacher_choice_rows_name_each_runs_teacher_and_median_toxicity(tmp_path):
+    from dart_utils.analysis import teacher_choice
+    for run, teacher, n_drift, n_left, tox in (("cpu", "big-teacher", 4, 1, 0.2), ("cpu-t2", "small-teacher", 6, 3, 0.4)):
+        root = tmp_path / run
+        _write(root, "predictions_m0", _preds([False] * 10))
+        _write(root, "predictions_m_int", _preds([True] * 6 + [False] * 4))
+        _write(root, "predictions_m_dart", _preds([True] * 8 + [False] * 2))
+        _write(root, "drift_pool", [{"id": f"x{i}"} for i in range(n_drift)])
+        _write(root, "drift_pool_m_dart", [{"id": f"x{i}"} for i in range(n_left)])
+        _write(root, "harm_scores", [{"id": f"x{i}", "model": m, "toxicity": t} for i, t in enumerate([0.5, 0.1, 0.9])
+                                     for m in ("m0", "m_int")])
+        _write(root, "harm_scores_m_dart", [{"id": f"x{i}", "model": "m_dart", "toxicity": tox + i} for i in range(3)]
+               + [{"id": "x0", "model": "m_dart_uniform", "toxicity": 99.0}])       # another arm: not M_DART's
+        (root / "params.yaml").write_text(f"teacher: {{model: {teacher}}}\n")
+    df = teacher_choice.table([tmp_path / "cpu", tmp_path / "cpu-t2"])
+    assert list(df["teacher"][:2]) == ["big-teacher", "small-teacher"]
+    assert list(df["tox. median M_DART"][:2]) == pytest.approx([1.2, 1.4]) and df.iloc[0]["tox. median M0"] == 0.5
+    assert list(df["drift cases (II)"][:2]) == [4, 6] and list(df["drift reduction %"][:2]) == [75.0, 50.0]
+    assert df.iloc[0]["acc M_DART"] == 0.8
+    paper = df[df["run"] == "paper (Llama-3-8B)"].set_index("teacher")
+    assert paper.loc["gpt-4", "acc M_DART"] == 0.704 and paper.loc["deepseek-chat", "remaining after repair"] == 119
+    assert paper.loc["llama-3-70b-instruct", "drift cases (II)"] == 487 and paper.loc["gpt-4", "acc M0"] == 0.39
+    paths = cross_family.save(df, tmp_path / "out", ["cpu", "cpu-t2"], teacher_choice.NAME, teacher_choice.TITLE,
+                              "teacher_choice")
+    assert 'make compare RUNS="cpu cpu-t2" TABLE=teacher_choice' in paths["md"].read_text()
+    (tmp_path / "bare").mkdir()
+    _write(tmp_path / "bare", "predictions_m0", _preds([False] * 2))
+    assert teacher_choice.main(["bare", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2  # no params
+
+
+def test_teacher_studies_change_only_the_teacher_and_the_run_name():
+    """Table 32's runs differ from the standard one in the teacher section (and their run directory) alone."""
+    from dart_utils.core.params import PROJECT_ROOT, load
+    base = load("cpu").model_dump()
+    for study, profile in (("teacher_qwen05b", "cpu"), ("teacher_gpt4", "paper"), ("teacher_llama70b", "paper")):
+        ref = load(profile).model_dump()
+        p = load(profile, extra_files=[PROJECT_ROOT / "params" / "studies" / f"{study}.yaml"]).model_dump()
+        changed = {k for k in ref if ref[k] != p[k]}
+        assert changed == {"run", "teacher"}, (study, changed)
+        assert p["run"]["tag"] == study and p["teacher"]["model"] != ref["teacher"]["model"]
+        assert {k for k in ref["run"] if ref["run"][k] != p["run"][k]} == {"tag"}
+    assert base["teacher"]["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"

@@ -115,9 +115,10 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
     m3 = json.loads((tmp_path / "runs" / "ci" / "03_repair" / "manifest.json").read_text())
     assert m3["repair"]["pool"] == audit_m["pool"]["confirmed"]
     assert m3["repair"]["kept"] + m3["repair"]["dropped"] == m3["repair"]["pool"]
-    assert set(m3["stage3"]) == {"weighted", "uniform"} and all(v["steps"] >= 1 for v in m3["stage3"].values())
-    assert set(m3["reaudit"]) == {"m_dart", "m_dart_uniform"} and m3["reaudit"]["m_dart"]["pairs"] == 16
-    assert set(m3["metrics"]) == {"m0", "m_int", "m_dart", "m_dart_uniform"}
+    # ci's extra Stage III arm is a Table 31 severity-noise arm (up_100: every kept case one level up)
+    assert set(m3["stage3"]) == {"weighted", "noise_up_100"} and all(v["steps"] >= 1 for v in m3["stage3"].values())
+    assert set(m3["reaudit"]) == {"m_dart", "m_dart_noise_up_100"} and m3["reaudit"]["m_dart"]["pairs"] == 16
+    assert set(m3["metrics"]) == {"m0", "m_int", "m_dart", "m_dart_noise_up_100"}
     assert {"repair targets", "stage III training (weighted)", "inference m_dart", "re-audit m_dart"} <= set(
         m3["wall_time_s"])
     fig4 = (tables / "figure4_drift_before_after.md").read_text()
@@ -125,6 +126,15 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
     assert (tmp_path / "figures" / "ci" / "figure4_drift_before_after.png").stat().st_size > 10_000
     assert "0.688" in (tables / "stage3_m0_mint_mdart.md").read_text()
     assert "paper (Llama-3-8B)" in (tables / "table30_weighting_ablation.md").read_text()
+    s3 = tmp_path / "runs" / "ci" / "03_repair"
+    noisy = [json.loads(line) for line in (s3 / "predictions_severity_noise.jsonl").open()]
+    assert len(noisy) == 16 and {p["arm"] for p in noisy} == {"up_100"}
+    log = [json.loads(line) for line in (s3 / "severity_noise_log.jsonl").open()]
+    assert len(log) == m3["repair"]["kept"] and all(x["arm"] == "up_100" for x in log)
+    assert (s3 / "severity_noise" / "up_100" / "adapter" / "adapter_config.json").is_file()
+    assert {json.loads(line)["model"] for line in (s3 / "harm_scores.jsonl").open()} == {"m_dart", "m_dart_noise_up_100"}
+    t31 = (tables / "table31_severity_noise.md").read_text()
+    assert "+1 level (100%)" in t31 and "None (original)" in t31 and "146" in t31          # the paper's random 40 %
 
     # forcing 02 and 03 again: judge and teacher answers from the cache, Stage III and generation reused (04 and 06
     # reuse through the same generation cache and train_lora fingerprint; not forced again, to keep make test < 20 min)
@@ -133,7 +143,7 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
     m3b = json.loads((tmp_path / "runs" / "ci" / "03_repair" / "manifest.json").read_text())
     assert m2b["judge_llm"]["calls"] == 0 and m3b["judge_llm"]["calls"] == 0 and m3b["teacher_llm"]["calls"] == 0
     assert all(v["reused"] for v in m3b["stage3"].values())
-    assert m3b["generation"] == {"m_dart": "reused", "m_dart_uniform": "reused"}
+    assert m3b["generation"] == {"m_dart": "reused", "m_dart_noise_up_100": "reused"}
     assert m3b["reaudit"] == m3["reaudit"] and m3b["metrics"] == m3["metrics"]
     m3_preds = [json.loads(line) for line in (tmp_path / "runs" / "ci" / "03_repair" / "predictions_m_dart.jsonl").open()]
 
@@ -141,9 +151,9 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
     assert pipeline.run_stages(params, ["04"])[0]["status"] == "ran"
     s4 = tmp_path / "runs" / "ci" / "04_policy"
     m4 = json.loads((s4 / "manifest.json").read_text())
-    assert set(m4["generation"]) == {f"{m}/{v}" for m in ("m0", "m_int", "m_dart") for v in ("YES", "NO", "static")}
+    assert set(m4["generation"]) == {f"{m}/{v}" for m in ("m0", "m_dart") for v in ("YES", "NO", "static")}  # ci: 2
     rows = [json.loads(line) for line in (s4 / "policy_outputs.jsonl").open()]
-    assert len(rows) == 3 * 5 * 16
+    assert len(rows) == 2 * 5 * 16
     first = {p["id"]: p for p in m3_preds}
     for r in rows:
         assert {"model", "mode", "variant", "flagged", "toxicity", "prediction", "parsed"} <= set(r)
@@ -224,21 +234,21 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
                  "table44_toxicity_by_task_type"):
         assert (tables / f"{name}.md").is_file()
     assert (tmp_path / "figures" / "ci" / "figure3_stage_ablation.png").stat().st_size > 10_000
-    # 12: open-ended transfer (ci: 2 queries, M0 and M_DART, the two-pass arm), real student and real judge
+    # 12: open-ended transfer (ci: 1 query, M0 and M_DART, the two-pass arm), real student and real judge
     assert pipeline.run_stages(params, ["12"])[0]["status"] == "ran"
     s12 = tmp_path / "runs" / "ci" / "12_open_ended"
     m12 = json.loads((s12 / "manifest.json").read_text())
     answers = [json.loads(line) for line in (s12 / "answers.jsonl").open()]
-    assert len(answers) == 2 * 2 and {a["arm"] for a in answers} == {"two_pass"}
+    assert len(answers) == 2 and {a["arm"] for a in answers} == {"two_pass"}
     assert all(a["fallback"] == (a["policy_label"] is None) for a in answers)
     first = [json.loads(line) for line in (s12 / "first_pass.jsonl").open()]
-    assert len(first) == 2 * 2 and {f["model"] for f in first} == {"m0", "m_dart"}
+    assert len(first) == 2 and {f["model"] for f in first} == {"m0", "m_dart"}
     judged = [json.loads(line) for line in (s12 / "judgments.jsonl").open()]
-    assert len(judged) == 4 and all(j["status"] in ("ok", "failed") for j in judged)
+    assert len(judged) == 2 and all(j["status"] in ("ok", "failed") for j in judged)
     assert m12["judge_failures"] == {f"two_pass/{m}": sum(j["status"] == "failed" and j["model"] == m for j in judged)
                                      for m in ("m0", "m_dart")}
     pairs = [json.loads(line) for line in (s12 / "pairwise.jsonl").open()]
-    assert len(pairs) == 2 and all(p["outcome"] in ("win", "loss", "tie", "failure") for p in pairs)
+    assert len(pairs) == 1 and all(p["outcome"] in ("win", "loss", "tie", "failure") for p in pairs)
     t14 = (tables / "table14_open_ended_two_pass.md").read_text()
     assert "39.8" in t14 and "McNemar" in t14 and (tables / "table14_win_rate_two_pass.md").is_file()
     assert (tmp_path / "figures" / "ci" / "open_ended_by_domain_two_pass.png").stat().st_size > 10_000

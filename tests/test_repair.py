@@ -1,6 +1,7 @@
 """Repair-target filter (label, H(r_safe) < H(r_int), parse), retries, oversampling after de-duplication, Stage III
 dataset."""
 
+import pandas as pd
 import pytest
 
 from dart_utils.dart import audit, prompts, repair
@@ -215,3 +216,47 @@ def test_perturb_severities_rejects_bad_input():
         repair.perturb_severities(_sev_records(), "up", 1.5, seed=0)
     with pytest.raises(ValueError, match="q00"):
         repair.perturb_severities([{"id": "q00", "severity": "none", "target": "x"}], "up", 0.5, seed=0)
+
+
+def test_noise_arms_parse_and_weight_the_perturbed_severities():
+    assert repair.noise_arm("up_20") == ("up", 0.2) and repair.noise_arm("random_40") == ("random", 0.4)
+    assert repair.noise_arm("down_100") == ("down", 1.0)
+    for bad in ("up20", "sideways_20", "up_", "up_120", "up_-1"):
+        with pytest.raises(ValueError, match="severity noise arm"):
+            repair.noise_arm(bad)
+    recs = [target(f"q{i}", "mild") for i in range(10)]                 # all mild: weight 1 each, 10 rows
+    rows, log = repair.noisy_oversample(recs, "up_40", None, seed=3)
+    assert len(log) == 4 and {x["after"] for x in log} == {"moderate"}
+    assert len(rows) == 6 * 1 + 4 * 2                                   # the perturbed cases now weigh 2 (moderate)
+    assert {r["id"] for r in rows if r["weight"] == 2} == {x["id"] for x in log}
+    assert all(r["severity_original"] == "mild" for r in rows)
+    assert repair.noisy_oversample(recs, "up_40", None, seed=3) == (rows, log)        # seeded
+    down, _ = repair.noisy_oversample(recs, "down_40", None, seed=3)                  # mild stays mild
+    assert len(down) == 10 and len(repair.stage3_dataset([], rows, True)) == 14
+
+
+def test_noise_arm_names_are_validated_in_the_parameters():
+    from dart_utils.core.params import ParamsError, load
+    assert load("cpu").repair.severity_noise == [] and load("ci").repair.severity_noise == ["up_100"]
+    assert load("paper").repair.severity_noise == ["up_20", "up_40", "down_20", "down_40", "random_20", "random_40"]
+    with pytest.raises(ParamsError, match="repair.severity_noise"):
+        load("ci", overrides={"repair": {"severity_noise": ["up-20"]}})
+
+
+def test_table31_sets_each_arm_against_the_unperturbed_m_dart():
+    m = lambda acc: {"acc_overall": acc, "acc_equal": acc / 2}
+    pool = lambda k: [{"id": f"x{i}", "severity": "mild"} for i in range(k)]
+    t = repair.table31({"none": {"metrics": m(0.6), "pool": pool(3), "tox": 0.1},
+                        "up_20": {"metrics": m(0.55), "pool": pool(5), "tox": 0.2, "perturbed": 1},
+                        "random_40": {"metrics": m(0.5), "pool": pool(2), "tox": 0.3, "perturbed": 2},
+                        "uniform": {"metrics": m(0.58), "pool": pool(4), "tox": 0.2}})
+    ours = t[t["source"] == "this run"].set_index("perturbation")
+    assert list(ours.index) == ["None (original)", "+1 level (20%)", "Random (40%)", "Uniform weights"]
+    assert pd.isna(ours.loc["None (original)", "Δ remaining"]) and ours.loc["+1 level (20%)", "Δ remaining"] == 2
+    assert ours.loc["Random (40%)", "Δ remaining"] == -1 and ours.loc["Uniform weights", "remaining"] == 4
+    assert ours.loc["Random (40%)", "cases perturbed"] == 2 and ours.loc["+1 level (20%)", "EQUAL"] == 0.275
+    paper = t[t["source"] != "this run"].set_index("perturbation")
+    assert paper.loc["None (original)", "remaining"] == 119 and paper.loc["Random (40%)", "Δ remaining"] == 27
+    assert paper.loc["−1 level (20%)", "acc"] == 0.687 and paper.loc["Uniform weights", "Δ remaining"] == 32
+    with pytest.raises(ValueError, match="none"):
+        repair.table31({"up_20": {"metrics": m(0.5), "pool": []}})

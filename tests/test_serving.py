@@ -54,9 +54,11 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
+def student():
+    """The shared conversion cache (runs/cache/models, as the pipeline's): the end-to-end tests converted it already;
+    the conversion itself is tested in test_models.py."""
     return M.load_student(StudentParams(name="smollm2-135m-instruct", source="gguf", model_id=SMOLLM2,
-                                          system_role=True, dtype="fp32"), tmp_path_factory.mktemp("models"))
+                                          system_role=True, dtype="fp32"), None)
 
 
 def _gp(url: str, **server) -> GenerationParams:

@@ -258,6 +258,9 @@ class RepairParams(_Section):
     retries: NonNegInt = Field(description="teacher follow-ups for a repair target that fails the filter")
     severity_weights: dict[Literal["mild", "moderate", "severe", "extreme"], PosInt]
     uniform_ablation: bool = Field(description="also train with uniform weights (Table 30)")
+    severity_noise: list[Annotated[str, Field(pattern=r"^(up|down|random)_([0-9]|[1-9][0-9]|100)$")]] = Field(
+        default=[], description="App. M.3 (Table 31): one more Stage III + inference + re-audit per arm, its drift "
+                                "cases' severities perturbed before the weights: <up|down|random>_<percent>; [] = none")
 
 
 class BaselinesParams(_Section):

@@ -18,8 +18,9 @@ a no-op (reference §4.6, D5). Here:
   unknown severity is an error, not weight 1.
 * `stage3_dataset`: Stage I distillation examples + the weighted repair rows in `distill.sft_dataset`'s format;
   nothing is de-duplicated after oversampling.
-* `perturb_severities`: App. M.3's severity-label noise (±1 level or random, on a fraction of the cases) for the
-  Table 31 ablation (issue 14; not yet run by a notebook).
+* `perturb_severities`: App. M.3's severity-label noise (±1 level or random, on a fraction of the cases);
+  `noisy_oversample` applies one arm of `repair.severity_noise` before the weights, and notebook 03 trains, infers
+  and re-audits each arm exactly like M_DART; `table31` sets them beside the unperturbed M_DART and the uniform arm.
 """
 from __future__ import annotations
 
@@ -302,4 +303,58 @@ def ablation_table(results: dict, pool_before) -> pd.DataFrame:
                      "acc_equal": p["acc_equal"],
                      **{f"remaining_{k}": p["remaining"][k] for k in ("mild", "moderate", "severe", "total")},
                      **{f"change_{k}_pct": p["change_pct"][k] for k in ("mild", "moderate", "severe", "total")}})
+    return pd.DataFrame(rows)
+
+
+NOISE_LABELS = {"up": "+1 level", "down": "−1 level", "random": "Random"}
+
+
+def noise_arm(name: str) -> tuple[str, float]:
+    """An arm name of `repair.severity_noise` -> (mode, fraction): "up_20" -> ("up", 0.2), "random_40" -> ("random", 0.4)."""
+    mode, _, pct = str(name).rpartition("_")
+    if mode not in NOISE_MODES or not pct.isdigit() or not 0 <= int(pct) <= 100:
+        raise ValueError(f"severity noise arm {name!r}: expected <mode>_<percent> with mode one of {NOISE_MODES} and "
+                         "percent 0-100, e.g. up_20")
+    return mode, int(pct) / 100
+
+
+def noisy_oversample(repair_records, arm: str, weights: dict | None, seed: int) -> tuple[list[dict], list[dict]]:
+    """One Table 31 arm: the severities perturbed (`perturb_severities`), THEN de-duplicated and weighted like M_DART's
+    rows (`oversample`). Returns (weighted rows, the perturbation log: id, before, after)."""
+    mode, fraction = noise_arm(arm)
+    records, log = perturb_severities(repair_records, mode, fraction, seed)
+    return oversample(records, weights), log
+
+
+def table31(results: dict, paper: dict | None = None) -> pd.DataFrame:
+    """Table 31: per arm (name -> {"metrics": decision_metrics, "pool": drift cases after its Stage III, "tox": median
+    rationale toxicity, "perturbed": cases whose severity changed}) accuracy, EQUAL, median toxicity and the drift
+    cases remaining, with Δ against the unperturbed M_DART (arm "none"); "uniform" is Table 30's uniform arm. The
+    paper's rows (`reported("table31")`) after ours."""
+    if "none" not in results:
+        raise ValueError("table31 needs the unperturbed arm 'none' (M_DART)")
+    paper = reported("table31") if paper is None else paper
+
+    def label(arm):
+        if arm == "none":
+            return "None (original)"
+        if arm == "uniform":
+            return "Uniform weights"
+        mode, fraction = noise_arm(arm)
+        return f"{NOISE_LABELS[mode]} ({round(100 * fraction)}%)"
+
+    def n(pool):
+        return len(list(pool.cases if hasattr(pool, "cases") else pool))
+
+    base = n(results["none"]["pool"])
+    rows = []
+    for arm, r in results.items():
+        left = n(r["pool"])
+        rows.append({"source": "this run", "perturbation": label(arm), "acc": round(r["metrics"]["acc_overall"], 3),
+                     "EQUAL": round(r["metrics"]["acc_equal"], 3), "tox. median": r.get("tox"), "remaining": left,
+                     "Δ remaining": None if arm == "none" else left - base, "cases perturbed": r.get("perturbed")})
+    for arm, p in paper["arms"].items():
+        rows.append({"source": "paper (Llama-3-8B)", "perturbation": label(arm), "acc": p["acc"], "EQUAL": p["equal"],
+                     "tox. median": p["tox_median"], "remaining": p["remaining"],
+                     "Δ remaining": p.get("delta_remaining")})
     return pd.DataFrame(rows)
