@@ -124,10 +124,16 @@ def judged_count(set_sizes: dict[str, int] | None, judge_n: int | None) -> int |
     return len(DCR_MODELS) * sum(n if judge_n is None else min(judge_n, n) for n in set_sizes.values())
 
 
+def stage3_arms(repair: dict) -> int:
+    """Stage III runs in 03: M_DART, Table 30's uniform arm and one per Table 31 severity-noise arm (each trained,
+    generated and re-audited)."""
+    return 1 + bool(repair["uniform_ablation"]) + len(repair.get("severity_noise") or [])
+
+
 def item_counts(p: dict) -> dict[str, int | None]:
     """Every driver's count for a parameter dict (a profile's `to_dict()` or a run's params.yaml)."""
     c: dict[str, int | None] = dict(split_counts(p))
-    c["reaudit"] = c["test"] * (1 + bool(p["repair"]["uniform_ablation"]))
+    c["reaudit"] = c["test"] * stage3_arms(p["repair"])
     c["external"] = external_count(p["external"]["sizes"])
     sets = dcr_set_sizes(p)
     c["dcr_eval"] = sum(sets.values()) if sets is not None else None
@@ -544,6 +550,7 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     out = [("01_distill", n, "val" if n.startswith("val/") else "test", g) for n in ("m0", "m_int", "val/m0",
                                                                                    "val/m_int")]
     out += [("03_repair", n, "test", g) for n in ("m_dart", "m_dart_uniform")[:1 + p.repair.uniform_ablation]]
+    out += [("03_repair", f"m_dart_noise_{a}", "test", g) for a in p.repair.severity_noise]
     out += [("04_policy", f"{m}/{v}", "test", g) for m in p.policy.models for v in variants_needed(p.policy.modes)]
     if counts.get("external"):
         out += [("05_external_safety", n, "external", g) for n in ("m0", "m_dart")]
@@ -622,7 +629,7 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
     t, c, s = p.training, p.dcr_contrastive, p.dcr_sft.training
     return [("01_distill", "Stage I", "train", (t.batch_size, t.per_device_batch_size, t.epochs), 1),
             ("03_repair", "Stage III", "train", (t.batch_size, t.per_device_batch_size, t.epochs),
-             1 + p.repair.uniform_ablation),
+             stage3_arms(p.repair.model_dump())),
             *[("06_baselines", label, "train", (t.batch_size, t.per_device_batch_size, t.epochs), 1)
               for arm, label in (("label_only", "label-only SFT"), ("tox_reg", "toxicity-reg. SFT"))
               if getattr(p.baselines, arm)],

@@ -111,3 +111,18 @@ def test_teacher_studies_change_only_the_teacher_and_the_run_name():
         assert p["run"]["tag"] == study and p["teacher"]["model"] != ref["teacher"]["model"]
         assert {k for k in ref["run"] if ref["run"][k] != p["run"][k]} == {"tag"}
     assert base["teacher"]["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def test_make_compare_maps_each_table_to_its_module():
+    """`make compare TABLE=...` picks the module that builds the table; an unknown TABLE names the known ones."""
+    import subprocess
+
+    from dart_utils.core.params import PROJECT_ROOT
+    for table, module in (("table15", "cross_family"), ("safe_from_start", "safe_from_start"),
+                          ("teacher_choice", "teacher_choice")):
+        out = subprocess.run(["make", "-n", "compare", "RUNS=a b", f"TABLE={table}"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and f"-m dart_utils.analysis.{module} a b" in out.stdout, out.stderr
+    bad = subprocess.run(["make", "-n", "compare", "RUNS=a", "TABLE=nope"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "TABLE=nope" in bad.stderr and "teacher_choice" in bad.stderr

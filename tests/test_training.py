@@ -192,6 +192,8 @@ def test_refuses_model_with_adapters_and_bad_data(tok, data, stage1, tmp_path):
         T.train_lora(tiny_random_llama(tok), tok, bad, _tp(), tmp_path / "y", seed=0)
     with pytest.raises(ValueError, match="multiple"):
         T.train_lora(tiny_random_llama(tok), tok, data, _tp(batch_size=5), tmp_path / "z", seed=0)
+    with pytest.raises(ValueError, match="training set .* is empty"):     # e.g. no accepted teacher target
+        T.train_lora(tiny_random_llama(tok), tok, data.select([]), _tp(), tmp_path / "e", seed=0)
 
 
 _KILLED_RUN = '''

@@ -59,6 +59,8 @@ def table(run_roots: list[Path]) -> pd.DataFrame:
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for c in ("acc M0", "EQUAL M0", "acc M_DART", "EQUAL M_DART"):
         df[c] = df[c].astype(float).round(3)
+    for c in ("test n", "drift cases (II)", "remaining after repair"):
+        df[c] = df[c].astype("Int64")                  # counts, "—" where a row has none (not 16.0)
     df.attrs["note"] = (
         "Ours: one row per run, from its artifacts (test split, unparsed = wrong); the teacher is the run's "
         "`teacher.model`; tox. median = median rationale toxicity under the run's scorer (notebooks 02 and 03; on "

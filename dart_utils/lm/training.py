@@ -313,6 +313,9 @@ def train_lora(model, tokenizer, train, tp: TrainingParams, output_dir: Path, se
         raise TypeError("train_lora needs the bare base model, got a model with adapters attached; pass the base "
                         "model (PeftModel.unload()) and use init_adapter= to continue training a saved adapter")
     output_dir = Path(output_dir)
+    if len(train) == 0:
+        raise ValueError(f"train_lora: the training set for {output_dir} is empty: no example to train on (e.g. "
+                         "the teacher had no accepted target; see the stage's rejection table)")
     adapter_dir = output_dir / ADAPTER
     init_adapter = Path(init_adapter) if init_adapter is not None else None
     if extend_trainer is not None and not extend_key:

@@ -486,13 +486,13 @@ def _results(stages: list[Stage], tables_dir: Path, figures_dir: Path, out_dir: 
     return out
 
 
-# `make compare RUNS="..." [TABLE=...]` writes them (analysis/cross_family.py, analysis/safe_from_start.py)
-COMPARE_TABLES = ("table15_cross_family", "safe_from_start")
+# `make compare RUNS="..." [TABLE=...]` writes them (analysis/cross_family.py, safe_from_start.py, teacher_choice.py)
+COMPARE_TABLES = ("table15_cross_family", "safe_from_start", "table32_teacher_choice")
 
 
 def _across_runs(run: Run, tables_dir: Path, out_dir: Path) -> list:
-    """Table 15 and the safe-from-start table from tables/compare/, each when it was assembled with this run among
-    its runs (`make compare`)."""
+    """Table 15, the safe-from-start table and Table 32 from tables/compare/, each when it was assembled with this run
+    among its runs (`make compare`)."""
     compare, out = tables_dir.parent / "compare", []
     for stem in COMPARE_TABLES:
         md = compare / f"{stem}.md"
