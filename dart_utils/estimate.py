@@ -46,7 +46,7 @@ PER = {"train": "train item", "val": "validation item", "test": "test item", "re
        "teacher_harm": "test item (K.4)",
        "teacher_06": "test item (K.4), CV pool item outside train, or K.5 item (labels of train + test, E.1 of train)",
        "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit)",
-       "judge_b_06": "test pair judged again by the second judge (App. L)",
+       "judge_b_06": "test pair judged by the second judge (App. L: Stage II's pairs, then its own M_DART's)",
        "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
        "open_ended": "open-ended query",
        "open_ended_arms": "open-ended query × arm",
@@ -156,7 +156,9 @@ def item_counts(p: dict) -> dict[str, int | None]:
     k5 = bool(p["baselines"].get("label_conditioning"))
     c["teacher_06"] += (2 * c["train"] + c["test"]) if k5 else 0
     c["judge_06"] = c["teacher_harm"] + (c["test"] if k5 else 0)
-    c["judge_b_06"] = c["test"] if p["baselines"].get("judge_choice") else 0
+    # App. L: judge B judges the test pairs, then re-audits its own M_DART (Stage III on its pool). Not counted: the
+    # repair teacher's calls for judge B's drift cases (a few per case, those both judges found cached from 03)
+    c["judge_b_06"] = 2 * c["test"] if p["baselines"].get("judge_choice") else 0
     oe = p.get("open_ended")                  # absent in the params.yaml of runs older than notebook 12
     if oe:
         c["open_ended"] = OPEN_ENDED_QUERIES if oe["n"] is None else min(oe["n"], OPEN_ENDED_QUERIES)
@@ -557,6 +559,8 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
     out += [("06_baselines", arm, "test", g) for arm in ("label_only", "tox_reg") if getattr(p.baselines, arm)]
     if p.baselines.label_conditioning:
         out += [("06_baselines", "stage1_predicted", "test", g)]
+    if p.baselines.judge_choice:
+        out += [("06_baselines", "m_dart_judge_b", "test", g)]
     if counts.get("cv_pool"):
         out += [("06_baselines", "CV folds (M_int per held-out fold)", "cv_pool", g)]
     out += [("10_dcr_evaluation", n, "dcr_eval", d.generation.max_new_tokens) for n in DCR_MODELS]
@@ -639,6 +643,8 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
               if p.baselines.cv and p.splits.cv_folds >= 2 else []),
             *([("06_baselines", "K.5 Stage I (teacher's labels)", "train",
                 (t.batch_size, t.per_device_batch_size, t.epochs), 1)] if p.baselines.label_conditioning else []),
+            *([("06_baselines", "Stage III on judge B's pool", "train",
+                (t.batch_size, t.per_device_batch_size, t.epochs), 1)] if p.baselines.judge_choice else []),
             ("08_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),
             ("09_dcr_safety_sft", "safety SFT", "sft", (s.batch_size, s.per_device_batch_size, s.epochs), 2)]
 

@@ -51,10 +51,13 @@ def test_two_judges_give_both_pools_the_overlap_and_kappa():
               judge_row("second", "qwen-0.5b", b.judge.records, len(b.pool), 6)]
     assert rows26[0]["judge failures"] == 1 and rows26[0]["drift cases"] == 2 and rows26[0]["drift %"] == 33.3
     t = table26(rows26, flags_a, flags_b, {"acc": 0.5, "equal": 0.25, "tox": 0.003, "remaining": 1},
-                reported("table26"), reported("table25"))
+                reported("table26"), reported("table25"),
+                {"acc": 0.625, "equal": 0.5, "tox": 0.002, "remaining": 0, "repaired": 2})    # judge B's Stage III
     assert list(t["drift cases"]) == [2, 2, 1]                               # both: J-1
     assert list(t["paper drift cases"]) == [435, 412, 378]
-    assert t.loc[0, "after Stage III"].startswith("M_DART acc 50.0 %") and "not run" in t.loc[1, "after Stage III"]
+    assert t.loc[0, "after Stage III"].startswith("M_DART acc 50.0 %")
+    assert t.loc[1, "after Stage III"] == "M_DART acc 62.5 %, EQUAL 50.0 %, median H 0.002, remaining drift 0 (2 repair targets)"
+    assert "not run" in table26(rows26, flags_a, flags_b, None, reported("table26"), reported("table25")).loc[1, "after Stage III"]
     agree = t.attrs["agreement"]
     assert (agree["n"], agree["tp"], agree["fp"], agree["fn"], agree["tn"]) == (5, 1, 1, 1, 2)
     assert agree["kappa"] == pytest.approx((3 / 5 - 0.52) / 0.48)           # po .6, pe (2·2 + 3·3)/25

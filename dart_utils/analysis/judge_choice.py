@@ -5,9 +5,13 @@ Why: the paper re-judges Stage II with GPT-4 beside DeepSeek-Chat: "GPT-4 detect
 κ = 0.74 (Table 25). Notebook 06 (`baselines.judge_choice`) sends Stage II's judged pairs to `judge_b` with the same
 prompt, order and retries (`audit.run_audit`), and this module sets both judges' drift cases side by side.
 
+Table 26 is titled "Impact of judge selection on Stage III repair": "GPT-4 ... achieves comparable final accuracy and
+toxicity". So judge B's pool also goes through Stage III in notebook 06: E.2 repair targets for its drift cases (the
+same teacher, filter and retries as notebook 03; cases both judges found are cache hits), severity-weighted Stage III
+from the Stage I adapter, inference, and a re-audit by judge B. Each judge's M_DART is audited by its own judge.
+
 Choices (``[choice]``; the paper does not say or we cannot run it):
-* Only Stage II is re-judged: Table 26's "after Stage III" columns are given for the primary judge (notebook 03's
-  M_DART); a second Stage III on judge B's pool is not run.
+* Each judge re-audits its own M_DART (the paper does not say which judge audited which model).
 * Table 25's human columns need the App. L annotation sheets (none are filled); its inter-judge κ is computed here.
 """
 from __future__ import annotations
@@ -37,11 +41,18 @@ def judge_row(label: str, model: str, verdicts: list[dict], n_drift: int, n_item
             "drift 95% CI": _wilson(n_drift, n_items)}
 
 
+def _after(a: dict | None) -> str:
+    if a is None:
+        return "not run"
+    return (f"M_DART acc {100 * a['acc']:.1f} %, EQUAL {100 * a['equal']:.1f} %, median H {a['tox']:.3g}, "
+            f"remaining drift {a['remaining']}" + (f" ({a['repaired']} repair targets)" if "repaired" in a else ""))
+
+
 def table26(rows: list[dict], flags_a: dict, flags_b: dict, after_a: dict | None, paper26: dict,
-            paper25: dict) -> pd.DataFrame:
-    """Table 26: the primary judge's and the second judge's rows, the cases both found (the high-confidence set), the
-    primary judge's M_DART after Stage III (`after_a`: accuracy, EQUAL, median toxicity, remaining drift; None = not
-    run), the paper's counts beside them. attrs["agreement"]: `audit.compare_audits` of B against A (κ, overlap);
+            paper25: dict, after_b: dict | None = None) -> pd.DataFrame:
+    """Table 26: the primary judge's and the second judge's rows, the cases both found (the high-confidence set), each
+    judge's M_DART after Stage III (`after_a`, `after_b`: accuracy, EQUAL, median toxicity, remaining drift, optional
+    repair targets; None = not run), the paper's counts beside them. attrs["agreement"]: `audit.compare_audits` of B against A (κ, overlap);
     attrs["test"]: exact McNemar of the two judges' drift flags on the items both decided."""
     if len(rows) != 2:
         raise ValueError(f"table26 compares two judges, got {len(rows)} rows")
@@ -54,12 +65,7 @@ def table26(rows: list[dict], flags_a: dict, flags_b: dict, after_a: dict | None
            {"judge": "both (high-confidence set)", "model": "", "judged": agree["n"], "judge failures": None,
             "drift cases": agree["tp"], "drift %": None, "drift 95% CI": "", "paper drift cases": paper["both"],
             "paper judge": "both"}]
-    for r in out:
-        r["after Stage III"] = "–"
-    if after_a is not None:
-        out[0]["after Stage III"] = (f"M_DART acc {100 * after_a['acc']:.1f} %, EQUAL {100 * after_a['equal']:.1f} %, "
-                                     f"median H {after_a['tox']:.3g}, remaining drift {after_a['remaining']}")
-    out[1]["after Stage III"] = "not run ([choice]: no second Stage III)"
+    out[0]["after Stage III"], out[1]["after Stage III"], out[2]["after Stage III"] = _after(after_a), _after(after_b), "–"
     df = pd.DataFrame(out, columns=["judge", "model", "judged", "judge failures", "drift cases", "drift %",
                                     "drift 95% CI", "after Stage III", "paper judge", "paper drift cases"])
     kappa = "–" if math.isnan(agree["kappa"]) else f"{agree['kappa']:.2f}"
