@@ -68,8 +68,11 @@ def test_tiny_random_llama_matches_tokenizer():
 
 # ------------------------------------------------------------------------------------------------ GGUF (real SmolLM2)
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("model_cache")
+def converted():
+    """The shared conversion cache (runs/cache/models, the pipeline's): a fresh clone converts here, once for the whole
+    suite (the end-to-end tests and test_serving reuse it), instead of a second ~18 s conversion into a temporary
+    directory. Warm, the tests below check the finished conversion and that a load reuses it."""
+    cache = M.CACHE_DIR
     model, tok = M.load_student(_student("gguf", SMOLLM2), cache)
     return cache, model, tok
 
