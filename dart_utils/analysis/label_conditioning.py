@@ -29,10 +29,11 @@ def stage1_comparison(preds_gold: list[dict], preds_pred: list[dict]) -> dict:
 
 
 def table23(stage1: dict, train_labels: dict, audit: dict, test_labels: dict, repair: dict | None,
-            train_sizes: dict, paper: dict) -> pd.DataFrame:
+            train_sizes: dict, paper: dict, repair_predicted: dict | None = None) -> pd.DataFrame:
     """Table 23 in long form (stage, conditioning, measure, this run, paper): Stage I accuracy under gold and
     teacher-predicted labels with McNemar p, the predicted-label audit's precision / recall / additional false
-    positives / κ against the gold-conditioned audit, and gold-conditioned Stage III's repair success."""
+    positives / κ against the gold-conditioned audit, and each conditioning's Stage III repair success
+    (`dart.label_conditioning.repair_success`; None = not run)."""
     g, p, t = stage1["gold"], stage1["predicted"], stage1["mcnemar"]
     rows = [
         ("Distillation (Stage I)", "gold y* (default)", "accuracy on the test split, %", _pct(g["acc_overall"]),
@@ -65,11 +66,9 @@ def table23(stage1: dict, train_labels: dict, audit: dict, test_labels: dict, re
          f"{test_labels['differs_from_gold']} / {test_labels['undecided']} / {audit['flipped_where_label_changed']}"
          f" (elsewhere {audit['flipped_elsewhere']})", "–"),
     ]
-    if repair is None:
-        rows.append(("Repair (Stage III)", "gold y* (default)", "repair success, %", "not run", "–"))
-    else:
-        rows.append(("Repair (Stage III)", "gold y* (default)", "repair success: no drift after repair and correct",
-                     f"{repair['success']} of {repair['targets']} targets"
-                     + (f" ({_pct(repair['rate'])} %)" if repair["targets"] else ""), "–"))
-    rows.append(("Repair (Stage III)", "teacher-predicted ŷ", "repair success", "not run ([choice])", "–"))
+    for conditioning, r in (("gold y* (default)", repair), ("teacher-predicted ŷ", repair_predicted)):
+        measure = "repair success: no drift after repair and correct (vs y*)"
+        rows.append(("Repair (Stage III)", conditioning, measure, "not run" if r is None else
+                     f"{r['success']} of {r['targets']} targets" + (f" ({_pct(r['rate'])} %)" if r["targets"] else ""),
+                     "–"))
     return pd.DataFrame(rows, columns=["stage", "conditioning", "measure", "this run", "paper"])

@@ -15,8 +15,10 @@ same stage code with one input changed, the label:
 3. The audit runs Stage II (`audit.run_audit`) on the relabelled test rows: the judge reads ŷ_T where it read y*.
    `audit.compare_audits` compares its drift cases with Stage II's (the gold-conditioned audit is the reference, as the
    issue specifies: precision, recall, the additional false positives, Cohen's κ).
-4. `repair_success` (gold-conditioned Stage III only): of Stage III's targets, the share that is no drift case in
-   the re-audit AND that M_DART answers correctly.
+4. `repair_success`: of a Stage III's targets, the share that is no drift case in its re-audit AND that its M_DART
+   answers correctly (against y*). Gold: notebook 03's Stage III. Predicted: Stage III on the predicted-label audit's
+   pool (`stage3.repair_pool`: E.2 told ŷ, 03's filter and weights, from the predicted-label Stage I adapter),
+   re-audited with ŷ.
 5. `analysis.label_conditioning.table23` sets Stage I's accuracies (exact McNemar), the audit's agreement and the
    repair success beside the paper's numbers.
 
@@ -26,8 +28,9 @@ Choices (``[choice]``; the paper does not say):
   student (it parses 1 of 128 test items).
 * The paper measures the audit's precision/recall against human labels (App. L); without human labels the
   reference is the gold-conditioned audit, whose own row is 100 / 100 by construction.
-* The predicted-label arm is not carried through Stage III (a second repair of the predicted-audit pool): Table 23's
-  repair row is given for gold conditioning only.
+* The predicted-label arm is carried through Stage III as above: the paper reports repair success per conditioning
+  without saying how its predicted-label repair ran; ours changes only the label (E.2's, the re-audit's) and the
+  Stage I adapter it starts from. Success is judged against y* in both rows ("preserving the correct decision").
 """
 from __future__ import annotations
 
