@@ -46,6 +46,7 @@ PER = {"train": "train item", "val": "validation item", "test": "test item", "re
        "teacher_harm": "test item (K.4)",
        "teacher_06": "test item (K.4), CV pool item outside train, or K.5 item (labels of train + test, E.1 of train)",
        "judge_06": "test item audited in 06 (K.4 teacher audit, K.5 predicted-label audit and its re-audit)",
+       "rewrite_05": "failing HateCheck answer rewritten by the teacher (Table 39; the paper's rates, see item_counts)",
        "judge_b_06": "test pair judged by the second judge (App. L: Stage II's pairs, then its own M_DART's)",
        "cv_pool": "CV pool item", "cv_fold_train": "CV pool item in a fold's training part",
        "open_ended": "open-ended query",
@@ -58,6 +59,7 @@ LLM_WORK = (("01_distill", "teacher", "Stage I targets", "train"),
             ("02_audit", "judge", "drift audit (M_int vs M0)", "test"),
             ("03_repair", "teacher", "repair targets", "test"),
             ("03_repair", "judge", "re-audit", "reaudit"),
+            ("05_external_safety", "teacher", "Table 39 rewrites", "rewrite_05"),
             ("06_baselines", "teacher", "K.4 / CV teacher targets", "teacher_06"),
             ("06_baselines", "judge", "K.4 teacher audit / K.5 audit", "judge_06"),
             ("06_baselines", "judge_b", "second-judge audit (App. L)", "judge_b_06"),
@@ -135,6 +137,10 @@ def item_counts(p: dict) -> dict[str, int | None]:
     c: dict[str, int | None] = dict(split_counts(p))
     c["reaudit"] = c["test"] * stage3_arms(p["repair"])
     c["external"] = external_count(p["external"]["sizes"])
+    # Table 39: one teacher call per failing HateCheck answer. How many fail is known only after 05 scores them; the
+    # count uses the paper's rates: M0 answers 68.5 % of HateCheck (31.5 % abstain), 1.96 % of those fail
+    hc = external_count({k: n for k, n in p["external"]["sizes"].items() if k.startswith("HateCheck")})
+    c["rewrite_05"] = round(hc * (1 - 0.315) * 0.0196) if p["external"].get("teacher_rewrite") else 0
     sets = dcr_set_sizes(p)
     c["dcr_eval"] = sum(sets.values()) if sets is not None else None
     c["dcr_judged"] = judged_count(sets, p["dcr_eval"]["judge_n"])

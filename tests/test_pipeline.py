@@ -184,6 +184,8 @@ def test_stages_00_to_07_12_and_report_end_to_end_and_reruns_make_no_call(run_di
     assert "-51.8" in answered and "61.9" not in answered        # no paper hate value beside a toxicity table
     assert any(k.endswith("hatecheck_dart_subset1000.jsonl") for k in m5["sources"])   # the data files it read
     assert (tmp_path / "figures" / "ci" / "external_score_distributions.png").stat().st_size > 10_000
+    # Table 39's path (ci: M0 answers few HateCheck prompts, so the failing subset is usually empty)
+    assert "46.2" in (tables / "table39_teacher_rewrite.md").read_text() and "failing" in m5["rewrite_stress"]
 
     # 06: the baselines, trained like Stage I (real LoRA, one with the toxicity penalty) and evaluated like M_int
     assert pipeline.run_stages(params, ["06"])[0]["status"] == "ran"

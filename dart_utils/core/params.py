@@ -312,6 +312,9 @@ class ExternalParams(_Section):
     sizes: dict[Literal["BOLD", "HolisticBias", "RTP", "HateCheck", "HateCheck-1000"], NonNegInt | None] = Field(
         description="prompts per suite (stratified sample); null = all staged rows, 0 = suite off")
     alpha: Alpha = Field(description="family-wise alpha for the Bonferroni-corrected subgroup tests")
+    teacher_rewrite: bool = Field(description="App. O.5, Table 39: the teacher rewrites M_DART's hate-flagged HateCheck "
+                                              "answers on the prompts M0 answered (one teacher call each)")
+    hate_flag_threshold: Probability = Field(description="P(hate) at or above this is hate-flagged (Table 39)")
 
 
 class PolicyParams(_Section):
