@@ -28,7 +28,7 @@ class PoolRepair:
     predictions: list[dict]
     toxicity: list[float]
     reaudit: audit.AuditResult
-    generation: dict = field(default_factory=dict)
+    generation: dict | str = field(default_factory=dict)   # evaluation.predictions: stats, or "reused"
 
     def after(self) -> dict:
         """The row after Stage III: accuracy, EQUAL accuracy, median toxicity, drift cases left, targets trained."""
