@@ -17,11 +17,44 @@ import pandas as pd
 import yaml
 
 from ..core.paper import reported
-from .cross_family import run_row
+from .cross_family import _artifact, run_row
+from .statistics import mcnemar_exact, paired_correctness
 
 NAME, TITLE = "safe_from_start", "Safe-from-start variants vs the staged design (§3.3)"
-COLUMNS = ["run", "Stage I variant", "test n", "acc M_int", "EQUAL M_int", "drift cases (II)", "acc M_DART",
-           "EQUAL M_DART", "remaining after repair", "drift reduction %"]
+COLUMNS = ["run", "Stage I variant", "test n", "acc M_int", "EQUAL M_int", "p EQUAL M_int", "drift cases (II)",
+           "p drift (II)", "acc M_DART", "EQUAL M_DART", "p EQUAL M_DART", "remaining after repair",
+           "drift reduction %"]
+
+
+def _paired_p(ref: Path, run: Path) -> dict:
+    """Exact McNemar p of `run` against the reference run `ref` on the same test items.
+
+    Why: with 128 test items on `cpu` a few points of EQUAL accuracy or one drift case more or less is noise; the
+    paper's claim is a paired one (same items, another Stage I). EQUAL: correctness on the EQUAL items of M_int /
+    M_DART; drift: each test item's Stage II drift flag (in the run's drift pool or not). A p is None where either
+    run lacks the artifact or the two runs' test items differ (then they are not paired)."""
+    out = {}
+    for model, col in (("m_int", "p EQUAL M_int"), ("m_dart", "p EQUAL M_DART")):
+        a, b = _artifact(ref, f"predictions_{model}"), _artifact(run, f"predictions_{model}")
+        if a is None or b is None:
+            out[col] = None
+            continue
+        a, b = pd.DataFrame(a), pd.DataFrame(b)
+        try:
+            ca, cb = paired_correctness(a[a["condition"] == "EQUAL"], b[b["condition"] == "EQUAL"])
+        except ValueError:
+            out[col] = None
+            continue
+        out[col] = mcnemar_exact(ca, cb)["p"]
+    test_a, test_b = _artifact(ref, "predictions_m0"), _artifact(run, "predictions_m0")
+    pool_a, pool_b = _artifact(ref, "drift_pool"), _artifact(run, "drift_pool")
+    ids = sorted(r["id"] for r in test_a or [])
+    if pool_a is None or pool_b is None or not ids or ids != sorted(r["id"] for r in test_b or []):
+        out["p drift (II)"] = None
+    else:
+        in_a, in_b = {r["id"] for r in pool_a}, {r["id"] for r in pool_b}
+        out["p drift (II)"] = mcnemar_exact([i in in_a for i in ids], [i in in_b for i in ids])["p"]
+    return out
 
 
 def variant(run_root: Path) -> str:
@@ -37,6 +70,8 @@ def table(run_roots: list[Path]) -> pd.DataFrame:
     if not run_roots:
         raise ValueError("safe_from_start: name at least one run (RUNS=\"cpu cpu-safe cpu-short\")")
     rows = [{**run_row(r), "Stage I variant": variant(r)} for r in run_roots]
+    for root, row in zip(run_roots[1:], rows[1:]):
+        row.update(_paired_p(run_roots[0], root))
     paper = reported("safe_from_start")
     for v in ("standard", "safe", "short"):
         p = paper[v]
@@ -50,7 +85,9 @@ def table(run_roots: list[Path]) -> pd.DataFrame:
         "confirmed Stage II cases, 'remaining' the re-audit's after Stage III. Variants ([choice] wording, "
         "dart_utils/dart/prompts.py): safe = E.1 with E.2's safety sentences; short = E.1 asking for 1–2 "
         "sentences, targets validated to 1–2. Paper: §3.3 running text (Llama-3-8B, 1,624 test items; EQUAL as "
-        "fractions); it states no accuracy for the variants and no M_DART EQUAL for the short one.")
+        "fractions); it states no accuracy for the variants and no M_DART EQUAL for the short one. p: exact "
+        "McNemar against the first run on the same test items (EQUAL columns: correctness on the EQUAL items; "
+        "drift: each item's Stage II drift flag); '—' where an artifact is missing or the items differ.")
     return df
 
 
