@@ -64,6 +64,7 @@ def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
     assert list(df["drift cases (II)"][:2]) == [4, 2] and list(df["EQUAL M_int"][:2]) == [1.0, 0.6]
     # paired against the first run: EQUAL items x7, x9 flip to wrong (b = 2, c = 0); drift flags x2, x3 (b = 2)
     assert pd.isna(df.iloc[0]["p EQUAL M_int"]) and df.iloc[1]["p EQUAL M_int"] == pytest.approx(0.5)
+    assert df.iloc[1]["p acc M_int"] == pytest.approx(2 * 0.5 ** 4)                 # x6..x9 wrong: b = 4, c = 0
     assert df.iloc[1]["p drift (II)"] == pytest.approx(0.5) and pd.isna(df.iloc[1]["p EQUAL M_DART"])
     other = tmp_path / "cpu-other"                                 # another test split: not paired, so no p
     _write(other, "predictions_m0", [dict(r, id="y" + r["id"]) for r in _preds([False] * 10)])
@@ -71,7 +72,8 @@ def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
     _write(other, "drift_pool", [])
     (other / "params.yaml").write_text("distill: {}\n")
     unpaired = safe_from_start.table([tmp_path / "cpu", other]).iloc[1]
-    assert pd.isna(unpaired["p EQUAL M_int"]) and pd.isna(unpaired["p drift (II)"])
+    assert pd.isna(unpaired["p EQUAL M_int"]) and pd.isna(unpaired["p acc M_int"])
+    assert pd.isna(unpaired["p drift (II)"])
     assert pd.isna(df.iloc[0]["acc M_DART"])                                      # Stage III not run: shown as such
     assert list(df["drift cases (II)"][2:]) == [435, 182, 95] and df.iloc[3]["EQUAL M_DART"] == 0.607
     paths = cross_family.save(df, tmp_path / "out", ["cpu", "cpu-safe"], safe_from_start.NAME, safe_from_start.TITLE,

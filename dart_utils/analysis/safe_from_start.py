@@ -21,31 +21,32 @@ from .cross_family import _artifact, run_row
 from .statistics import mcnemar_exact, paired_correctness
 
 NAME, TITLE = "safe_from_start", "Safe-from-start variants vs the staged design (§3.3)"
-COLUMNS = ["run", "Stage I variant", "test n", "acc M_int", "EQUAL M_int", "p EQUAL M_int", "drift cases (II)",
-           "p drift (II)", "acc M_DART", "EQUAL M_DART", "p EQUAL M_DART", "remaining after repair",
-           "drift reduction %"]
+COLUMNS = ["run", "Stage I variant", "test n", "acc M_int", "p acc M_int", "EQUAL M_int", "p EQUAL M_int",
+           "drift cases (II)", "p drift (II)", "acc M_DART", "p acc M_DART", "EQUAL M_DART", "p EQUAL M_DART",
+           "remaining after repair", "drift reduction %"]
 
 
 def _paired_p(ref: Path, run: Path) -> dict:
     """Exact McNemar p of `run` against the reference run `ref` on the same test items.
 
     Why: with 128 test items on `cpu` a few points of EQUAL accuracy or one drift case more or less is noise; the
-    paper's claim is a paired one (same items, another Stage I). EQUAL: correctness on the EQUAL items of M_int /
-    M_DART; drift: each test item's Stage II drift flag (in the run's drift pool or not). A p is None where either
-    run lacks the artifact or the two runs' test items differ (then they are not paired)."""
+    paper's claim is a paired one (same items, another Stage I). acc / EQUAL: correctness of M_int / M_DART on all
+    test items / on the EQUAL items; drift: each test item's Stage II drift flag (in the run's drift pool or not). A p
+    is None where either run lacks the artifact or the two runs' test items differ (then they are not paired)."""
     out = {}
-    for model, col in (("m_int", "p EQUAL M_int"), ("m_dart", "p EQUAL M_DART")):
+    for model, name in (("m_int", "M_int"), ("m_dart", "M_DART")):
         a, b = _artifact(ref, f"predictions_{model}"), _artifact(run, f"predictions_{model}")
-        if a is None or b is None:
+        a, b = (pd.DataFrame(a), pd.DataFrame(b)) if a is not None and b is not None else (None, None)
+        for subset, col in ((None, f"p acc {name}"), ("EQUAL", f"p EQUAL {name}")):
             out[col] = None
-            continue
-        a, b = pd.DataFrame(a), pd.DataFrame(b)
-        try:
-            ca, cb = paired_correctness(a[a["condition"] == "EQUAL"], b[b["condition"] == "EQUAL"])
-        except ValueError:
-            out[col] = None
-            continue
-        out[col] = mcnemar_exact(ca, cb)["p"]
+            if a is None:
+                continue
+            try:
+                ca, cb = (paired_correctness(a, b) if subset is None else
+                          paired_correctness(a[a["condition"] == subset], b[b["condition"] == subset]))
+            except ValueError:
+                continue
+            out[col] = mcnemar_exact(ca, cb)["p"]
     test_a, test_b = _artifact(ref, "predictions_m0"), _artifact(run, "predictions_m0")
     pool_a, pool_b = _artifact(ref, "drift_pool"), _artifact(run, "drift_pool")
     ids = sorted(r["id"] for r in test_a or [])
@@ -80,14 +81,17 @@ def table(run_roots: list[Path]) -> pd.DataFrame:
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for c in ("acc M_int", "EQUAL M_int", "acc M_DART", "EQUAL M_DART"):
         df[c] = df[c].astype(float).round(3)
+    for c in (c for c in COLUMNS if c.startswith("p ")):
+        df[c] = df[c].astype(float).map(lambda v: float(f"{v:.3g}"), na_action="ignore")
     df.attrs["note"] = (
         "Ours: one row per run, from its artifacts (test split, unparsed = wrong); drift cases are the judge-"
         "confirmed Stage II cases, 'remaining' the re-audit's after Stage III. Variants ([choice] wording, "
         "dart_utils/dart/prompts.py): safe = E.1 with E.2's safety sentences; short = E.1 asking for 1–2 "
         "sentences, targets validated to 1–2. Paper: §3.3 running text (Llama-3-8B, 1,624 test items; EQUAL as "
         "fractions); it states no accuracy for the variants and no M_DART EQUAL for the short one. p: exact "
-        "McNemar against the first run on the same test items (EQUAL columns: correctness on the EQUAL items; "
-        "drift: each item's Stage II drift flag); '—' where an artifact is missing or the items differ.")
+        "McNemar against the first run on the same test items (acc: correctness on all of them; EQUAL: on the "
+        "EQUAL items; drift: each item's Stage II drift flag); '—' where an artifact is missing or the items "
+        "differ.")
     return df
 
 
