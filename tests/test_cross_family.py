@@ -58,8 +58,20 @@ def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
         _write(root, "predictions_m0", _preds([False] * 10))
         _write(root, "predictions_m_int", _preds(m_int))
         _write(root, "drift_pool", [{"id": f"x{i}"} for i in range(n_drift)])
-        (root / "params.yaml").write_text("distill: {variant: safe}\n" if variant else "distill: {}\n")  # old run
+        shift = 0.5 if variant else 0.0                                 # the safe run's rationales: more toxic
+        _write(root, "harm_scores", [{"id": f"x{i}", "model": m, "toxicity": i / 100 + (shift if m == "m_int" else 9)}
+                                     for i in range(10) for m in ("m0", "m_int")])
+        (root / "params.yaml").write_text("distill: {variant: safe}\nrun: {seed: 43}\n" if variant
+                                          else "distill: {}\n")                            # an old run
     df = safe_from_start.table([tmp_path / "cpu", tmp_path / "cpu-safe"])
+    assert pd.isna(df.iloc[0]["seed"]) and df.iloc[1]["seed"] == 43
+    assert list(df["tox. median M_int"][:2]) == pytest.approx([0.045, 0.545])        # M_int's rows only, not M0's
+    assert pd.isna(df.iloc[0]["p tox. M_int"]) and df.iloc[1]["p tox. M_int"] < 0.05
+    same = tmp_path / "cpu-same"                                   # identical scores: no shift, p = 1
+    for name in ("predictions_m0", "predictions_m_int", "drift_pool", "harm_scores"):
+        _write(same, name, [json.loads(l) for l in registry().artifact(name).location(tmp_path / "cpu").open()])
+    (same / "params.yaml").write_text("distill: {}\n")
+    assert safe_from_start.table([tmp_path / "cpu", same]).iloc[1]["p tox. M_int"] == 1.0
     assert list(df["Stage I variant"]) == ["standard", "safe", "standard", "safe", "short"]
     assert list(df["drift cases (II)"][:2]) == [4, 2] and list(df["EQUAL M_int"][:2]) == [1.0, 0.6]
     # paired against the first run: EQUAL items x7, x9 flip to wrong (b = 2, c = 0); drift flags x2, x3 (b = 2)
@@ -73,7 +85,7 @@ def test_safe_from_start_rows_name_each_runs_variant_beside_the_paper(tmp_path):
     (other / "params.yaml").write_text("distill: {}\n")
     unpaired = safe_from_start.table([tmp_path / "cpu", other]).iloc[1]
     assert pd.isna(unpaired["p EQUAL M_int"]) and pd.isna(unpaired["p acc M_int"])
-    assert pd.isna(unpaired["p drift (II)"])
+    assert pd.isna(unpaired["p drift (II)"]) and pd.isna(unpaired["p tox. M_int"])    # no harm scores: no p
     assert pd.isna(df.iloc[0]["acc M_DART"])                                      # Stage III not run: shown as such
     assert list(df["drift cases (II)"][2:]) == [435, 182, 95] and df.iloc[3]["EQUAL M_DART"] == 0.607
     paths = cross_family.save(df, tmp_path / "out", ["cpu", "cpu-safe"], safe_from_start.NAME, safe_from_start.TITLE,
