@@ -7,7 +7,8 @@ after Stage III repair ... 60.7% vs. 72.6% EQUAL accuracy for Stage I-safe". Eac
 (`make all STUDY=safe_prompt`, `STUDY=short_rationales`: `distill.variant`, `run.tag`), so the table is assembled
 after the fact, like Table 15 (`cross_family.run_row`: M_int and M_DART accuracy and EQUAL, Stage II drift cases,
 the cases left after repair), with M_int's median rationale toxicity, each run's Stage I variant read from its
-parameters and the paper's stated values beside. `make compare RUNS="cpu cpu-safe cpu-short" TABLE=safe_from_start` writes tables/compare/safe_from_start.*.
+parameters and the paper's stated values beside. `make compare RUNS="cpu cpu-safe cpu-short" TABLE=safe_from_start`
+writes tables/compare/safe_from_start.*.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from .statistics import mcnemar_exact, paired_correctness, permutation_test_medi
 
 NAME, TITLE = "safe_from_start", "Safe-from-start variants vs the staged design (§3.3)"
 COLUMNS = ["run", "Stage I variant", "seed", "test n", "acc M_int", "p acc M_int", "EQUAL M_int", "p EQUAL M_int",
-           "tox. median M_int", "p tox. M_int", "drift cases (II)", "p drift (II)", "acc M_DART", "p acc M_DART", "EQUAL M_DART", "p EQUAL M_DART",
-           "remaining after repair", "drift reduction %"]
+           "tox. median M_int", "p tox. M_int", "drift cases (II)", "p drift (II)", "acc M_DART", "p acc M_DART",
+           "EQUAL M_DART", "p EQUAL M_DART", "remaining after repair", "drift reduction %"]
 
 
 def _toxicity(run_root: Path, model: str = "m_int") -> dict[str, float]:
